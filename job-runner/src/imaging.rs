@@ -1,0 +1,302 @@
+//! From encoded photo bytes to the float tensor a CNN expects.
+
+use std::io::Cursor;
+
+use image::imageops::FilterType;
+use image::{DynamicImage, ImageReader, Limits, RgbImage};
+use serde::{Deserialize, Serialize};
+
+/// Photos larger than this on either side are skipped rather than decoded: one would take
+/// gigabytes, and no CNN input needs it.
+pub const MAX_SIDE: u32 = 12_000;
+/// Upper bound on what the decoder may allocate for one photo.
+const MAX_DECODE_BYTES: u64 = 512 * 1024 * 1024;
+
+/// How pixel values are scaled before the network sees them, named after the frameworks
+/// whose pretrained weights expect them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Preset {
+    /// EfficientNet-Lite (the shipped model): (x - 127) / 128.
+    Lite,
+    /// PyTorch / torchvision: x/255, then ImageNet mean and standard deviation.
+    Torch,
+    /// Keras MobileNet, Inception: x/127.5 - 1, into [-1, 1].
+    Tf,
+    /// Keras VGG16, ResNet50: BGR order, ImageNet mean subtracted, no scaling.
+    Caffe,
+}
+
+/// Order of the tensor's axes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Layout {
+    Nchw,
+    Nhwc,
+}
+
+/// Everything needed to turn any photo into one model input.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Preprocessing {
+    pub preset: Preset,
+    pub size: u32,
+    pub layout: Layout,
+}
+
+/// Why a photo could not be used; it lands in `errors.csv`.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum Unusable {
+    #[error("empty file")]
+    Empty,
+    #[error("not a supported image (JPEG or PNG): {0}")]
+    NotAnImage(String),
+    #[error("image is {width}x{height}, larger than the {MAX_SIDE}x{MAX_SIDE} limit")]
+    TooLarge { width: u32, height: u32 },
+    #[error("corrupt or truncated image: {0}")]
+    Corrupt(String),
+}
+
+impl Preset {
+    /// Per-channel (scale, offset) so that value = x * scale + offset, in RGB order.
+    fn affine(self) -> [(f32, f32); 3] {
+        match self {
+            Preset::Lite => [(1.0 / 128.0, -127.0 / 128.0); 3],
+            Preset::Tf => [(1.0 / 127.5, -1.0); 3],
+            Preset::Torch => {
+                let mean = [0.485f32, 0.456, 0.406];
+                let std = [0.229f32, 0.224, 0.225];
+                std::array::from_fn(|c| (1.0 / (255.0 * std[c]), -mean[c] / std[c]))
+            }
+            Preset::Caffe => {
+                let mean_rgb = [123.68f32, 116.779, 103.939];
+                std::array::from_fn(|c| (1.0, -mean_rgb[c]))
+            }
+        }
+    }
+
+    /// Channel order the network expects.
+    fn is_bgr(self) -> bool {
+        self == Preset::Caffe
+    }
+}
+
+/// Decodes any supported photo into 8-bit RGB: grayscale is expanded, transparency is
+/// composited over white (the Fruits-360 background), 16-bit is reduced.
+pub fn decode_rgb(bytes: &[u8]) -> Result<RgbImage, Unusable> {
+    if bytes.is_empty() {
+        return Err(Unusable::Empty);
+    }
+    let mut reader = ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|err| Unusable::NotAnImage(err.to_string()))?;
+    if reader.format().is_none() {
+        return Err(Unusable::NotAnImage("unrecognised file signature".into()));
+    }
+    let (width, height) = reader
+        .into_dimensions()
+        .map_err(|err| Unusable::Corrupt(err.to_string()))?;
+    if width > MAX_SIDE || height > MAX_SIDE {
+        return Err(Unusable::TooLarge { width, height });
+    }
+    reader = ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|err| Unusable::NotAnImage(err.to_string()))?;
+    let mut limits = Limits::default();
+    limits.max_alloc = Some(MAX_DECODE_BYTES);
+    reader.limits(limits);
+    let image = reader
+        .decode()
+        .map_err(|err| Unusable::Corrupt(err.to_string()))?;
+    Ok(to_rgb_over_white(image))
+}
+
+fn to_rgb_over_white(image: DynamicImage) -> RgbImage {
+    if !image.color().has_alpha() {
+        return image.into_rgb8();
+    }
+    let rgba = image.into_rgba8();
+    let (width, height) = rgba.dimensions();
+    RgbImage::from_fn(width, height, |x, y| {
+        let [r, g, b, a] = rgba.get_pixel(x, y).0;
+        let alpha = u16::from(a);
+        let blend = |v: u8| ((u16::from(v) * alpha + 255 * (255 - alpha) + 127) / 255) as u8;
+        image::Rgb([blend(r), blend(g), blend(b)])
+    })
+}
+
+impl Preprocessing {
+    /// Number of floats one photo occupies in the model input.
+    pub fn tensor_len(&self) -> usize {
+        3 * (self.size as usize) * (self.size as usize)
+    }
+
+    /// Resizes (bilinear, aspect ratio not kept, as Keras `load_img(target_size=...)`
+    /// does) and normalises `image` into `out`, which holds `tensor_len()` floats.
+    pub fn write_tensor(&self, image: &RgbImage, out: &mut [f32]) {
+        assert_eq!(
+            out.len(),
+            self.tensor_len(),
+            "tensor buffer has the wrong size"
+        );
+        let size = self.size;
+        let resized;
+        let pixels = if image.dimensions() == (size, size) {
+            image
+        } else {
+            resized = image::imageops::resize(image, size, size, FilterType::Triangle);
+            &resized
+        };
+        let affine = self.preset.affine();
+        let plane = (size * size) as usize;
+        for (index, pixel) in pixels.pixels().enumerate() {
+            for channel in 0..3 {
+                let source = if self.preset.is_bgr() {
+                    2 - channel
+                } else {
+                    channel
+                };
+                let (scale, offset) = affine[source];
+                let value = f32::from(pixel.0[source]) * scale + offset;
+                let position = match self.layout {
+                    Layout::Nchw => channel * plane + index,
+                    Layout::Nhwc => index * 3 + channel,
+                };
+                out[position] = value;
+            }
+        }
+    }
+
+    /// Decodes and preprocesses one photo into a fresh tensor.
+    pub fn tensor_from_bytes(&self, bytes: &[u8]) -> Result<Vec<f32>, Unusable> {
+        let image = decode_rgb(bytes)?;
+        let mut out = vec![0.0; self.tensor_len()];
+        self.write_tensor(&image, &mut out);
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image::{ImageFormat, Rgba, RgbaImage};
+
+    fn encode(image: DynamicImage, format: ImageFormat) -> Vec<u8> {
+        let mut out = Cursor::new(Vec::new());
+        image.write_to(&mut out, format).unwrap();
+        out.into_inner()
+    }
+
+    fn lite(size: u32, layout: Layout) -> Preprocessing {
+        Preprocessing {
+            preset: Preset::Lite,
+            size,
+            layout,
+        }
+    }
+
+    #[test]
+    fn presets_map_pixel_values_as_their_frameworks_do() {
+        let white = RgbImage::from_pixel(1, 1, image::Rgb([255, 255, 255]));
+        let black = RgbImage::from_pixel(1, 1, image::Rgb([0, 0, 0]));
+        let value = |preset, image: &RgbImage| {
+            let p = Preprocessing {
+                preset,
+                size: 1,
+                layout: Layout::Nchw,
+            };
+            let mut out = vec![0.0; 3];
+            p.write_tensor(image, &mut out);
+            out
+        };
+        assert_eq!(value(Preset::Lite, &white), vec![1.0; 3]);
+        assert_eq!(value(Preset::Lite, &black), vec![-127.0 / 128.0; 3]);
+        assert_eq!(value(Preset::Tf, &white), vec![1.0; 3]);
+        assert_eq!(value(Preset::Tf, &black), vec![-1.0; 3]);
+        let torch = value(Preset::Torch, &black);
+        assert!((torch[0] + 0.485 / 0.229).abs() < 1e-6);
+        // Caffe is BGR: channel 0 is blue, with the blue mean subtracted.
+        assert_eq!(
+            value(Preset::Caffe, &black),
+            vec![-103.939, -116.779, -123.68]
+        );
+    }
+
+    #[test]
+    fn layouts_place_channels_where_the_model_reads_them() {
+        let mut image = RgbImage::new(2, 1);
+        image.put_pixel(0, 0, image::Rgb([255, 127, 0]));
+        image.put_pixel(1, 0, image::Rgb([127, 127, 127]));
+        let mut nchw = vec![0.0; 12];
+        let mut nhwc = vec![0.0; 12];
+        let p = lite(2, Layout::Nchw);
+        // 2x1 is resized to 2x2; both rows are equal, so check the first.
+        p.write_tensor(&image, &mut nchw);
+        lite(2, Layout::Nhwc).write_tensor(&image, &mut nhwc);
+        let r0 = nchw[0];
+        let g0 = nchw[4];
+        assert!(r0 > 0.0 && g0.abs() < 0.05);
+        assert_eq!(nhwc[0], r0);
+        assert_eq!(nhwc[1], g0);
+    }
+
+    #[test]
+    fn grayscale_and_transparent_photos_become_rgb() {
+        let gray = DynamicImage::ImageLuma8(image::GrayImage::from_pixel(4, 4, image::Luma([80])));
+        let rgb = decode_rgb(&encode(gray, ImageFormat::Png)).unwrap();
+        assert_eq!(rgb.get_pixel(0, 0).0, [80, 80, 80]);
+
+        let mut rgba = RgbaImage::from_pixel(4, 4, Rgba([0, 0, 0, 0]));
+        rgba.put_pixel(1, 1, Rgba([10, 20, 30, 255]));
+        let rgb = decode_rgb(&encode(DynamicImage::ImageRgba8(rgba), ImageFormat::Png)).unwrap();
+        assert_eq!(rgb.get_pixel(0, 0).0, [255, 255, 255]);
+        assert_eq!(rgb.get_pixel(1, 1).0, [10, 20, 30]);
+    }
+
+    #[test]
+    fn bad_bytes_are_reported_not_panicked() {
+        assert_eq!(decode_rgb(b""), Err(Unusable::Empty));
+        assert!(matches!(
+            decode_rgb(b"hello, I am a text file"),
+            Err(Unusable::NotAnImage(_))
+        ));
+        let photo = encode(
+            DynamicImage::ImageRgb8(RgbImage::from_pixel(64, 64, image::Rgb([1, 2, 3]))),
+            ImageFormat::Jpeg,
+        );
+        let truncated = &photo[..photo.len() / 2];
+        assert!(matches!(decode_rgb(truncated), Err(Unusable::Corrupt(_))));
+    }
+
+    #[test]
+    fn huge_photos_are_refused_before_decoding() {
+        // A PNG header that claims 20000x20000 pixels.
+        let big = RgbImage::new(1, 1);
+        let mut png = encode(DynamicImage::ImageRgb8(big), ImageFormat::Png);
+        png[16..20].copy_from_slice(&20_000u32.to_be_bytes());
+        png[20..24].copy_from_slice(&20_000u32.to_be_bytes());
+        let crc = crc32(&png[12..29]);
+        png[29..33].copy_from_slice(&crc.to_be_bytes());
+        assert_eq!(
+            decode_rgb(&png),
+            Err(Unusable::TooLarge {
+                width: 20_000,
+                height: 20_000
+            })
+        );
+    }
+
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut crc = !0u32;
+        for &byte in bytes {
+            crc ^= u32::from(byte);
+            for _ in 0..8 {
+                crc = if crc & 1 == 1 {
+                    (crc >> 1) ^ 0xEDB8_8320
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        !crc
+    }
+}

@@ -1,0 +1,21 @@
+//! fruitpipe's data plane: fruit photos -> CNN features -> PCA -> CSV, on a local folder or
+//! an S3 prefix.
+//!
+//! The phases are plain async functions, so the `fruitpipe` binary can run them one per
+//! Kubernetes pod ([`plan::plan`], [`extract::extract`], [`fit::fit`]) or all in one
+//! process ([`run::run`]). See DESIGN.md for the data layout.
+
+pub mod error;
+pub mod extract;
+pub mod fit;
+pub mod imaging;
+pub mod model;
+pub mod output;
+pub mod pca;
+pub mod plan;
+pub mod run;
+pub mod stats;
+pub mod storage;
+pub mod work;
+
+pub use error::{Error, Result};

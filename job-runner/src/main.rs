@@ -1,0 +1,169 @@
+//! `fruitpipe`: the command line over the data-plane library.
+
+mod cli;
+
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+
+use clap::Parser;
+use indicatif::ProgressBar;
+use serde_json::{Value, json};
+
+use cli::{Cli, Command, LogFormat};
+use fruitpipe_runner::error::{Error, Result};
+use fruitpipe_runner::run::{load_model, run};
+use fruitpipe_runner::storage::{Location, Storage};
+use fruitpipe_runner::work::WorkDir;
+use fruitpipe_runner::{extract, fit, plan};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let summary_file = cli.command.summary_file().map(str::to_string);
+    let phase = cli.command.name();
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("cannot start the async runtime");
+    let outcome = runtime.block_on(execute(cli.command));
+
+    let (code, summary) = match outcome {
+        Ok(summary) => (0, summary),
+        Err(err) => {
+            eprintln!("error: {err}");
+            (
+                err.exit_code(),
+                json!({ "phase": phase, "error": err.to_string() }),
+            )
+        }
+    };
+    if let Some(path) = summary_file {
+        write_summary_file(&path, &summary);
+    }
+    ExitCode::from(code as u8)
+}
+
+async fn execute(command: Command) -> Result<Value> {
+    match command {
+        Command::Run(args) => {
+            let storage = Arc::new(Storage::new(args.s3.options()));
+            let options = args.options()?;
+            let summary = run(storage, &options).await?;
+            eprintln!(
+                "wrote {} ({} photos, k = {}, {:.1}% of the variance; {} skipped, see {})",
+                summary.outputs.features,
+                summary.images_used,
+                summary.k,
+                100.0 * summary.cumulative_explained_variance,
+                summary.images_skipped,
+                summary.outputs.errors,
+            );
+            Ok(json!({
+                "phase": "run",
+                "images": summary.images_used,
+                "skipped": summary.images_skipped,
+                "k": summary.k,
+                "explainedVariance": summary.cumulative_explained_variance,
+                "outputs": summary.outputs,
+            }))
+        }
+        Command::Plan(args) => {
+            let storage = Storage::new(args.s3.options());
+            let input = Location::parse(&args.input)?;
+            let work = WorkDir::new(Location::parse(&args.work)?);
+            let plan = plan::plan(
+                &storage,
+                &input,
+                &work,
+                args.shard_size,
+                &ProgressBar::hidden(),
+            )
+            .await?;
+            println!("{} shards, {} images", plan.shards, plan.images);
+            Ok(json!({ "phase": "plan", "shards": plan.shards, "images": plan.images }))
+        }
+        Command::Extract(args) => {
+            let storage = Arc::new(Storage::new(args.s3.options()));
+            let work = WorkDir::new(Location::parse(&args.work)?);
+            let index = args.index()?;
+            let model = Arc::new(Mutex::new(
+                load_model(&storage, &args.model.options()).await?,
+            ));
+            let report = extract::extract(
+                &storage,
+                &model,
+                &work,
+                index,
+                args.model.batch,
+                &ProgressBar::hidden(),
+            )
+            .await?;
+            println!(
+                "shard {index}: {} images, {} used, {} skipped",
+                report.images,
+                report.used,
+                report.skipped.len()
+            );
+            Ok(json!({
+                "phase": "extract",
+                "shard": index,
+                "images": report.images,
+                "used": report.used,
+                "skipped": report.skipped.len(),
+            }))
+        }
+        Command::Fit(args) => {
+            let storage = Storage::new(args.s3.options());
+            let work = WorkDir::new(Location::parse(&args.work)?);
+            let output = Location::parse(&args.output)?;
+            let summary = fit::fit(
+                &storage,
+                &work,
+                &output,
+                args.pca.options()?,
+                &ProgressBar::hidden(),
+            )
+            .await?;
+            println!(
+                "wrote {} ({} photos, k = {})",
+                summary.outputs.features, summary.images_used, summary.k
+            );
+            Ok(json!({
+                "phase": "fit",
+                "images": summary.images_used,
+                "skipped": summary.images_skipped,
+                "k": summary.k,
+                "explainedVariance": summary.cumulative_explained_variance,
+                "outputs": summary.outputs,
+            }))
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,fruitpipe_runner=info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Kubernetes keeps at most 4 KiB of a termination message; longer error texts are cut.
+fn write_summary_file(path: &str, summary: &Value) {
+    let mut text = summary.to_string();
+    if text.len() > 4000 {
+        let message = summary["error"].as_str().unwrap_or_default();
+        let cut: String = message.chars().take(3000).collect();
+        text = json!({ "phase": summary["phase"], "error": cut }).to_string();
+    }
+    if let Err(err) = std::fs::write(path, text) {
+        let err = Error::io(path, err);
+        eprintln!("warning: cannot write the summary file: {err}");
+    }
+}

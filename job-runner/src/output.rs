@@ -1,0 +1,138 @@
+//! The deliverables under `--output`: the CSV of principal components, the model, the
+//! summary and the list of skipped inputs.
+
+use std::io::Write;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::model::ModelInfo;
+use crate::pca::Pca;
+use crate::storage::Location;
+use crate::work::Skipped;
+
+pub const FEATURES_CSV: &str = "features_pca.csv";
+pub const MODEL_JSON: &str = "pca_model.json";
+pub const SUMMARY_JSON: &str = "summary.json";
+pub const ERRORS_CSV: &str = "errors.csv";
+
+/// URIs of everything a run delivers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Outputs {
+    pub features: String,
+    pub model: String,
+    pub summary: String,
+    pub errors: String,
+}
+
+impl Outputs {
+    pub fn under(output: &Location) -> Self {
+        Outputs {
+            features: output.join(FEATURES_CSV).to_string(),
+            model: output.join(MODEL_JSON).to_string(),
+            summary: output.join(SUMMARY_JSON).to_string(),
+            errors: output.join(ERRORS_CSV).to_string(),
+        }
+    }
+}
+
+/// `pca_model.json`: everything needed to project a new photo as the others were.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ModelFile {
+    pub feature_model: ModelInfo,
+    #[serde(flatten)]
+    pub pca: Pca,
+}
+
+/// Wall-clock seconds per phase.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Timings {
+    pub plan: f64,
+    /// Sum over shards: with several pods this is pod time, not elapsed time.
+    pub extract: f64,
+    pub fit: f64,
+}
+
+/// `summary.json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    pub input: String,
+    pub output: String,
+    pub images_seen: u64,
+    pub images_used: u64,
+    pub images_skipped: u64,
+    pub shards: usize,
+    pub dim: usize,
+    pub k: usize,
+    pub standardize: bool,
+    pub cumulative_explained_variance: f64,
+    pub seconds: Timings,
+    /// Images used per second of extraction time.
+    pub images_per_second: f64,
+    pub outputs: Outputs,
+}
+
+/// Streams `path,label,pc_1..pc_k` rows into a local file that is uploaded whole at the end.
+pub struct CsvRows {
+    writer: csv::Writer<std::io::BufWriter<std::fs::File>>,
+}
+
+impl CsvRows {
+    pub fn create(path: &Path, k: usize) -> Result<Self> {
+        let file = std::fs::File::create(path).map_err(|err| Error::io(path, err))?;
+        let mut writer = csv::Writer::from_writer(std::io::BufWriter::with_capacity(1 << 20, file));
+        let mut header = vec!["path".to_string(), "label".to_string()];
+        header.extend((1..=k).map(|i| format!("pc_{i}")));
+        writer
+            .write_record(&header)
+            .map_err(|err| csv_error(path, err))?;
+        Ok(CsvRows { writer })
+    }
+
+    /// One row; components are written as f32, the shortest text that reads back exactly.
+    pub fn write(&mut self, path: &str, label: &str, components: &[f64]) -> Result<()> {
+        let mut record =
+            csv::StringRecord::with_capacity(16 * components.len(), components.len() + 2);
+        record.push_field(path);
+        record.push_field(label);
+        let mut number = String::new();
+        for &value in components {
+            number.clear();
+            use std::fmt::Write as _;
+            let _ = write!(number, "{}", value as f32);
+            record.push_field(&number);
+        }
+        self.writer
+            .write_record(&record)
+            .map_err(|err| csv_error(Path::new(path), err))
+    }
+
+    pub fn finish(self) -> Result<()> {
+        let mut inner = self
+            .writer
+            .into_inner()
+            .map_err(|err| Error::Work(format!("cannot flush the CSV: {err}")))?;
+        inner
+            .flush()
+            .map_err(|err| Error::Work(format!("cannot flush the CSV: {err}")))
+    }
+}
+
+fn csv_error(path: &Path, err: csv::Error) -> Error {
+    Error::Work(format!("cannot write CSV for {}: {err}", path.display()))
+}
+
+/// `errors.csv`: a `path,reason` row per skipped input (a header alone when none).
+pub fn errors_csv(skipped: &[Skipped]) -> Vec<u8> {
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    writer
+        .write_record(["path", "reason"])
+        .expect("writing to memory");
+    for item in skipped {
+        writer
+            .write_record([&item.path, &item.reason])
+            .expect("writing to memory");
+    }
+    writer.into_inner().expect("writing to memory")
+}

@@ -1,0 +1,101 @@
+//! Phase 1: list the input once and cut it into shard manifests.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use indicatif::ProgressBar;
+
+use crate::error::{Error, Result};
+use crate::storage::{Location, Storage};
+use crate::work::{Plan, WorkDir};
+
+/// Lists every image under `input` and writes one manifest per `shard_size` images, then
+/// `plan.json`. Memory holds one manifest, whatever the number of photos.
+pub async fn plan(
+    storage: &Storage,
+    input: &Location,
+    work: &WorkDir,
+    shard_size: usize,
+    progress: &ProgressBar,
+) -> Result<Plan> {
+    if shard_size == 0 {
+        return Err(Error::Config("--shard-size must be at least 1".into()));
+    }
+    let started = Instant::now();
+    let input = absolute(input)?;
+    let mut listing = std::pin::pin!(storage.list_images(&input));
+    let (mut shards, mut images, mut manifest, mut in_manifest) = (0usize, 0u64, String::new(), 0);
+    while let Some(photo) = listing.next().await {
+        let photo = photo?.to_string();
+        if photo.contains('\n') {
+            tracing::warn!(path = %photo.escape_debug(), "skipping a path with a line break");
+            continue;
+        }
+        manifest.push_str(&photo);
+        manifest.push('\n');
+        in_manifest += 1;
+        images += 1;
+        progress.inc(1);
+        if in_manifest == shard_size {
+            write_manifest(storage, work, shards, &mut manifest).await?;
+            shards += 1;
+            in_manifest = 0;
+        }
+    }
+    if in_manifest > 0 {
+        write_manifest(storage, work, shards, &mut manifest).await?;
+        shards += 1;
+    }
+    if images == 0 {
+        return Err(Error::Input(format!(
+            "no images (.jpg, .jpeg, .png) under {input}; check --input (photos are found in sub-folders; hidden and _-prefixed folders are skipped)"
+        )));
+    }
+    let plan = Plan {
+        input: input.to_string(),
+        shards,
+        images,
+        shard_size,
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    let json = serde_json::to_vec_pretty(&plan).expect("plan serialises");
+    storage.put(&work.plan(), Bytes::from(json)).await?;
+    Ok(plan)
+}
+
+async fn write_manifest(
+    storage: &Storage,
+    work: &WorkDir,
+    shard: usize,
+    manifest: &mut String,
+) -> Result<()> {
+    let text = std::mem::take(manifest);
+    storage.put(&work.manifest(shard), Bytes::from(text)).await
+}
+
+/// Local inputs are recorded as absolute paths, so the CSV names each photo fully.
+fn absolute(input: &Location) -> Result<Location> {
+    match input {
+        Location::Local(path) => std::path::absolute(path)
+            .map(Location::Local)
+            .map_err(|err| Error::io(path, err)),
+        Location::S3 { .. } => Ok(input.clone()),
+    }
+}
+
+/// Reads the plan a previous `plan` phase wrote.
+pub async fn read_plan(storage: &Storage, work: &WorkDir) -> Result<Plan> {
+    let bytes = storage.get(&work.plan()).await.map_err(|err| match err {
+        Error::NotFound { uri, .. } => Error::Config(format!(
+            "no plan at {uri}; run `fruitpipe plan` with the same --work first"
+        )),
+        other => other,
+    })?;
+    serde_json::from_slice(&bytes).map_err(|err| {
+        Error::Work(format!(
+            "{} is not a fruitpipe plan ({err}); re-run `fruitpipe plan`",
+            work.plan()
+        ))
+    })
+}
