@@ -44,6 +44,13 @@ pub async fn fit(
     let started = Instant::now();
     let plan = read_plan(storage, work).await?;
     let merged = merge_partials(storage, work, plan.shards).await?;
+    // Written first, so that even a run that cannot fit says which inputs it skipped.
+    storage
+        .put(
+            &output.join(ERRORS_CSV),
+            Bytes::from(errors_csv(&merged.skipped)),
+        )
+        .await?;
     let pca = pca::fit(&merged.moments, options.components, options.standardize)?;
     tracing::info!(
         k = pca.k,
@@ -65,12 +72,6 @@ pub async fn fit(
     let outputs = Outputs::under(output);
     storage
         .put_file(&output.join(FEATURES_CSV), csv_file.path())
-        .await?;
-    storage
-        .put(
-            &output.join(ERRORS_CSV),
-            Bytes::from(errors_csv(&merged.skipped)),
-        )
         .await?;
     let model_file = ModelFile {
         feature_model: merged.model.clone(),

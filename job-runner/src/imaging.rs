@@ -3,7 +3,7 @@
 use std::io::Cursor;
 
 use image::imageops::FilterType;
-use image::{DynamicImage, ImageReader, Limits, RgbImage};
+use image::{DynamicImage, ImageFormat, ImageReader, Limits, RgbImage};
 use serde::{Deserialize, Serialize};
 
 /// Photos larger than this on either side are skipped rather than decoded: one would take
@@ -89,8 +89,14 @@ pub fn decode_rgb(bytes: &[u8]) -> Result<RgbImage, Unusable> {
     let mut reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|err| Unusable::NotAnImage(err.to_string()))?;
-    if reader.format().is_none() {
-        return Err(Unusable::NotAnImage("unrecognised file signature".into()));
+    match reader.format() {
+        None => return Err(Unusable::NotAnImage("unrecognised file signature".into())),
+        Some(ImageFormat::Jpeg) if !has_jpeg_end_marker(bytes) => {
+            return Err(Unusable::Corrupt(
+                "truncated JPEG (no end-of-image marker)".into(),
+            ));
+        }
+        Some(_) => {}
     }
     let (width, height) = reader
         .into_dimensions()
@@ -108,6 +114,14 @@ pub fn decode_rgb(bytes: &[u8]) -> Result<RgbImage, Unusable> {
         .decode()
         .map_err(|err| Unusable::Corrupt(err.to_string()))?;
     Ok(to_rgb_over_white(image))
+}
+
+/// The JPEG decoder fills a cut-off photo with grey instead of failing; a photo whose
+/// end-of-image marker (FF D9) is missing was cut off. Outside the entropy-coded data FF D9
+/// means nothing else, and some writers append a few bytes after it, hence the window.
+fn has_jpeg_end_marker(bytes: &[u8]) -> bool {
+    let tail = &bytes[bytes.len().saturating_sub(1024)..];
+    tail.windows(2).any(|pair| pair == [0xFF, 0xD9])
 }
 
 fn to_rgb_over_white(image: DynamicImage) -> RgbImage {
@@ -178,7 +192,7 @@ impl Preprocessing {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use image::{ImageFormat, Rgba, RgbaImage};
+    use image::{Rgba, RgbaImage};
 
     fn encode(image: DynamicImage, format: ImageFormat) -> Vec<u8> {
         let mut out = Cursor::new(Vec::new());
@@ -263,8 +277,14 @@ mod tests {
             DynamicImage::ImageRgb8(RgbImage::from_pixel(64, 64, image::Rgb([1, 2, 3]))),
             ImageFormat::Jpeg,
         );
-        let truncated = &photo[..photo.len() / 2];
-        assert!(matches!(decode_rgb(truncated), Err(Unusable::Corrupt(_))));
+        for cut in [photo.len() / 2, photo.len() - 2, 40] {
+            let truncated = &photo[..cut];
+            assert!(
+                matches!(decode_rgb(truncated), Err(Unusable::Corrupt(_))),
+                "a JPEG cut at {cut} bytes was accepted"
+            );
+        }
+        assert!(decode_rgb(&photo).is_ok());
     }
 
     #[test]
