@@ -11,7 +11,7 @@ use aws_sdk_s3::Client;
 use aws_sdk_s3::config::retry::RetryConfig;
 use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::{BehaviorVersion, Region};
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use bytes::Bytes;
@@ -427,9 +427,9 @@ async fn build_client(options: &S3Options) -> Client {
 fn s3_error<E, R>(err: SdkError<E, R>, uri: &str, action: &str) -> Error
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: fmt::Debug,
+    R: fmt::Debug + 'static,
 {
-    let detail = DisplayErrorContext(&err).to_string();
+    let detail = error_chain(&err);
     match &err {
         SdkError::ServiceError(service) => {
             let code = service.err().code().unwrap_or_default().to_string();
@@ -489,6 +489,20 @@ where
     }
 }
 
+/// "outer: inner: innermost", without repeating a message a source already gave.
+fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut current = Some(err);
+    while let Some(error) = current {
+        let text = error.to_string();
+        if !parts.iter().any(|part| part.contains(&text)) {
+            parts.push(text);
+        }
+        current = error.source();
+    }
+    parts.join(": ")
+}
+
 fn local_error(path: &Path, err: std::io::Error) -> Error {
     match err.kind() {
         std::io::ErrorKind::NotFound => Error::NotFound {
@@ -511,9 +525,17 @@ fn list_local(root: &Path, tx: &tokio::sync::mpsc::Sender<Result<Location>>) {
         }));
         return;
     }
+    // Folders sort as if their name ended in '/', so the walk visits paths in the same
+    // byte order as an S3 listing of the same tree: shards come out identical.
     let walker = walkdir::WalkDir::new(root)
         .follow_links(true)
-        .sort_by_file_name();
+        .sort_by_key(|entry| {
+            let mut key = entry.file_name().as_encoded_bytes().to_vec();
+            if entry.file_type().is_dir() {
+                key.push(b'/');
+            }
+            key
+        });
     for entry in walker {
         let item = match entry {
             Ok(entry) if entry.file_type().is_dir() => continue,

@@ -38,6 +38,7 @@ pub fn logits_model() -> PathBuf {
 pub struct S3Server {
     pub endpoint: String,
     pub root: PathBuf,
+    faults: Arc<AtomicUsize>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -60,6 +61,8 @@ impl S3Server {
         let address: SocketAddr = listener.local_addr().unwrap();
         let (shutdown, mut stopped) = tokio::sync::oneshot::channel::<()>();
         let requests = Arc::new(AtomicUsize::new(0));
+        let faults = Arc::new(AtomicUsize::new(0));
+        let faults_served = Arc::clone(&faults);
         let thread = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -79,11 +82,14 @@ impl S3Server {
                     };
                     let service = service.clone();
                     let requests = Arc::clone(&requests);
+                    let faults = Arc::clone(&faults_served);
                     let flaky = hyper::service::service_fn(move |request| {
                         let service = service.clone();
                         let count = requests.fetch_add(1, Ordering::SeqCst) + 1;
+                        let faults = Arc::clone(&faults);
                         async move {
                             if fail_every > 0 && count.is_multiple_of(fail_every) {
+                                faults.fetch_add(1, Ordering::SeqCst);
                                 return Ok(slow_down());
                             }
                             hyper::service::Service::call(&service, request).await
@@ -101,9 +107,15 @@ impl S3Server {
         S3Server {
             endpoint: format!("http://{address}"),
             root: root.to_path_buf(),
+            faults,
             shutdown: Some(shutdown),
             thread: Some(thread),
         }
+    }
+
+    /// How many requests were answered with an injected fault.
+    pub fn faults(&self) -> usize {
+        self.faults.load(Ordering::SeqCst)
     }
 
     /// Creates a bucket (a folder of the server's root).
