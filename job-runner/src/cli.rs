@@ -103,6 +103,10 @@ pub struct RunArgs {
     /// Photos: a folder or s3:// prefix, searched recursively; the label is the parent folder
     #[arg(long)]
     pub input: String,
+    /// Only photos whose path below --input matches this glob (`*` within a folder, `**`
+    /// across folders), e.g. 'Training/**'
+    #[arg(long, value_name = "GLOB")]
+    pub include: Option<String>,
     /// Where to write features_pca.csv, pca_model.json, summary.json and errors.csv
     #[arg(long)]
     pub output: String,
@@ -125,6 +129,10 @@ pub struct PlanArgs {
     /// Photos: a folder or s3:// prefix, searched recursively
     #[arg(long)]
     pub input: String,
+    /// Only photos whose path below --input matches this glob (`*` within a folder, `**`
+    /// across folders), e.g. 'Training/**'
+    #[arg(long, value_name = "GLOB")]
+    pub include: Option<String>,
     /// Work area of this run (e.g. s3://bucket/out/_work/RUN)
     #[arg(long)]
     pub work: String,
@@ -232,6 +240,7 @@ impl RunArgs {
     pub fn options(&self) -> Result<RunOptions> {
         Ok(RunOptions {
             input: Location::parse(&self.input)?,
+            include: self.include.clone(),
             output: Location::parse(&self.output)?,
             model: self.model.options(),
             batch: self.model.batch,

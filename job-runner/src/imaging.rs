@@ -124,6 +124,20 @@ fn has_jpeg_end_marker(bytes: &[u8]) -> bool {
     tail.windows(2).any(|pair| pair == [0xFF, 0xD9])
 }
 
+/// For each output coordinate: the two source coordinates around it and the weight of
+/// the second.
+fn interpolation_taps(source: usize, target: usize) -> Vec<(usize, usize, f32)> {
+    let ratio = source as f32 / target as f32;
+    (0..target)
+        .map(|i| {
+            let position = ((i as f32 + 0.5) * ratio - 0.5).clamp(0.0, (source - 1) as f32);
+            let first = position.floor() as usize;
+            let second = (first + 1).min(source - 1);
+            (first, second, position - first as f32)
+        })
+        .collect()
+}
+
 fn to_rgb_over_white(image: DynamicImage) -> RgbImage {
     if !image.color().has_alpha() {
         return image.into_rgb8();
@@ -144,8 +158,10 @@ impl Preprocessing {
         3 * (self.size as usize) * (self.size as usize)
     }
 
-    /// Resizes (bilinear, aspect ratio not kept, as Keras `load_img(target_size=...)`
-    /// does) and normalises `image` into `out`, which holds `tensor_len()` floats.
+    /// Resizes (aspect ratio not kept, as Keras `load_img(target_size=...)` does) and
+    /// normalises `image` into `out`, which holds `tensor_len()` floats. Enlarging (the
+    /// common case: 100x100 photos, 224x224 models) interpolates bilinearly straight into
+    /// the tensor; shrinking averages with a triangle filter first, to avoid aliasing.
     pub fn write_tensor(&self, image: &RgbImage, out: &mut [f32]) {
         assert_eq!(
             out.len(),
@@ -153,29 +169,58 @@ impl Preprocessing {
             "tensor buffer has the wrong size"
         );
         let size = self.size;
-        let resized;
-        let pixels = if image.dimensions() == (size, size) {
-            image
+        let (width, height) = image.dimensions();
+        if width > size || height > size {
+            let shrunk = image::imageops::resize(image, size, size, FilterType::Triangle);
+            self.write_bilinear(&shrunk, out);
         } else {
-            resized = image::imageops::resize(image, size, size, FilterType::Triangle);
-            &resized
-        };
+            self.write_bilinear(image, out);
+        }
+    }
+
+    /// Bilinear interpolation with pixel centres aligned (as the triangle filter does),
+    /// in two separable passes, fused with normalisation and the layout change.
+    fn write_bilinear(&self, image: &RgbImage, out: &mut [f32]) {
+        let size = self.size as usize;
+        let (width, height) = (image.width() as usize, image.height() as usize);
+        let pixels = image.as_raw();
+        // Pass 1: every source row stretched to `size` columns, interleaved RGB.
+        let mut stretched = vec![0.0f32; height * size * 3];
+        let columns = interpolation_taps(width, size);
+        for (source, target) in pixels
+            .chunks_exact(width * 3)
+            .zip(stretched.chunks_exact_mut(size * 3))
+        {
+            for (pixel, &(left, right, weight)) in target.chunks_exact_mut(3).zip(&columns) {
+                for channel in 0..3 {
+                    let a = f32::from(source[left * 3 + channel]);
+                    let b = f32::from(source[right * 3 + channel]);
+                    pixel[channel] = a + (b - a) * weight;
+                }
+            }
+        }
+        // Pass 2: rows interpolated, normalised and written in the model's layout.
         let affine = self.preset.affine();
-        let plane = (size * size) as usize;
-        for (index, pixel) in pixels.pixels().enumerate() {
+        let plane = size * size;
+        for (y, &(top, bottom, weight)) in interpolation_taps(height, size).iter().enumerate() {
+            let top = &stretched[top * size * 3..(top + 1) * size * 3];
+            let bottom = &stretched[bottom * size * 3..(bottom + 1) * size * 3];
             for channel in 0..3 {
-                let source = if self.preset.is_bgr() {
+                let (scale, offset) = affine[channel];
+                let target = if self.preset.is_bgr() {
                     2 - channel
                 } else {
                     channel
                 };
-                let (scale, offset) = affine[source];
-                let value = f32::from(pixel.0[source]) * scale + offset;
-                let position = match self.layout {
-                    Layout::Nchw => channel * plane + index,
-                    Layout::Nhwc => index * 3 + channel,
-                };
-                out[position] = value;
+                for x in 0..size {
+                    let (a, b) = (top[x * 3 + channel], bottom[x * 3 + channel]);
+                    let value = (a + (b - a) * weight) * scale + offset;
+                    let position = match self.layout {
+                        Layout::Nchw => target * plane + y * size + x,
+                        Layout::Nhwc => (y * size + x) * 3 + target,
+                    };
+                    out[position] = value;
+                }
             }
         }
     }
@@ -251,6 +296,47 @@ mod tests {
         assert!(r0 > 0.0 && g0.abs() < 0.05);
         assert_eq!(nhwc[0], r0);
         assert_eq!(nhwc[1], g0);
+    }
+
+    #[test]
+    fn enlarging_matches_the_triangle_filter() {
+        let photo = decode_rgb(
+            &std::fs::read(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../data/fruits360-sample/Training/Banana/11_100.jpg"
+            ))
+            .unwrap(),
+        )
+        .unwrap();
+        let p = Preprocessing {
+            preset: Preset::Tf,
+            size: 224,
+            layout: Layout::Nhwc,
+        };
+        let mut ours = vec![0.0; p.tensor_len()];
+        p.write_tensor(&photo, &mut ours);
+        let reference = image::imageops::resize(&photo, 224, 224, FilterType::Triangle);
+        let mut worst = 0.0f32;
+        for (value, expected) in ours.iter().zip(reference.as_raw()) {
+            let pixel = (value + 1.0) * 127.5;
+            worst = worst.max((pixel - f32::from(*expected)).abs());
+        }
+        // The reference rounds to whole pixel values; we keep the fraction.
+        assert!(worst <= 1.01, "largest difference {worst} pixel values");
+    }
+
+    #[test]
+    fn shrinking_large_photos_works() {
+        let big = RgbImage::from_fn(640, 480, |x, _| image::Rgb([(x % 256) as u8, 100, 200]));
+        let p = lite(32, Layout::Nchw);
+        let mut out = vec![0.0; p.tensor_len()];
+        p.write_tensor(&big, &mut out);
+        let green = &out[32 * 32..2 * 32 * 32];
+        assert!(
+            green
+                .iter()
+                .all(|v| (v - (100.0 - 127.0) / 128.0).abs() < 1e-5)
+        );
     }
 
     #[test]

@@ -76,6 +76,7 @@ async fn execute(command: Command) -> Result<Value> {
             let plan = plan::plan(
                 &storage,
                 &input,
+                args.include.as_deref(),
                 &work,
                 args.shard_size,
                 &ProgressBar::hidden(),

@@ -10,11 +10,13 @@ use crate::error::{Error, Result};
 use crate::storage::{Location, Storage};
 use crate::work::{Plan, WorkDir};
 
-/// Lists every image under `input` and writes one manifest per `shard_size` images, then
-/// `plan.json`. Memory holds one manifest, whatever the number of photos.
+/// Lists every image under `input` (those whose path below it matches `include`, when
+/// given) and writes one manifest per `shard_size` images, then `plan.json`. Memory holds
+/// one manifest, whatever the number of photos.
 pub async fn plan(
     storage: &Storage,
     input: &Location,
+    include: Option<&str>,
     work: &WorkDir,
     shard_size: usize,
     progress: &ProgressBar,
@@ -22,12 +24,22 @@ pub async fn plan(
     if shard_size == 0 {
         return Err(Error::Config("--shard-size must be at least 1".into()));
     }
+    let include = include
+        .filter(|glob| !glob.is_empty())
+        .map(compile_glob)
+        .transpose()?;
     let started = Instant::now();
     let input = absolute(input)?;
+    let prefix = format!("{}/", input.to_string().trim_end_matches('/'));
     let mut listing = std::pin::pin!(storage.list_images(&input));
     let (mut shards, mut images, mut manifest, mut in_manifest) = (0usize, 0u64, String::new(), 0);
     while let Some(photo) = listing.next().await {
         let photo = photo?.to_string();
+        if let Some(glob) = &include
+            && !glob.is_match(photo.strip_prefix(&prefix).unwrap_or(&photo))
+        {
+            continue;
+        }
         if photo.contains('\n') {
             tracing::warn!(path = %photo.escape_debug(), "skipping a path with a line break");
             continue;
@@ -48,8 +60,11 @@ pub async fn plan(
         shards += 1;
     }
     if images == 0 {
+        let filter = include.map_or(String::new(), |glob| {
+            format!(" matching --include {}", glob.glob())
+        });
         return Err(Error::Input(format!(
-            "no images (.jpg, .jpeg, .png) under {input}; check --input (photos are found in sub-folders; hidden and _-prefixed folders are skipped)"
+            "no images (.jpg, .jpeg, .png){filter} under {input}; check --input (photos are found in sub-folders; hidden and _-prefixed folders are skipped)"
         )));
     }
     let plan = Plan {
@@ -74,10 +89,22 @@ async fn write_manifest(
     storage.put(&work.manifest(shard), Bytes::from(text)).await
 }
 
+/// `*` stays within one folder, `**` crosses folders: `Training/**`, `*/Banana/*`.
+fn compile_glob(pattern: &str) -> Result<globset::GlobMatcher> {
+    globset::GlobBuilder::new(pattern)
+        .literal_separator(true)
+        .build()
+        .map(|glob| glob.compile_matcher())
+        .map_err(|err| Error::Config(format!("--include '{pattern}' is not a valid glob: {err}")))
+}
+
 /// Local inputs are recorded as absolute paths, so the CSV names each photo fully.
 fn absolute(input: &Location) -> Result<Location> {
     match input {
-        Location::Local(path) => std::path::absolute(path)
+        // Canonical when it exists (no `..` in the CSV); a missing folder is reported by
+        // the listing.
+        Location::Local(path) => std::fs::canonicalize(path)
+            .or_else(|_| std::path::absolute(path))
             .map(Location::Local)
             .map_err(|err| Error::io(path, err)),
         Location::S3 { .. } => Ok(input.clone()),

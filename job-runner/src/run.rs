@@ -27,6 +27,8 @@ pub struct ModelOptions {
 #[derive(Clone, Debug)]
 pub struct RunOptions {
     pub input: Location,
+    /// Only photos whose path below `input` matches this glob.
+    pub include: Option<String>,
     pub output: Location,
     pub model: ModelOptions,
     pub batch: usize,
@@ -72,6 +74,7 @@ pub async fn run(storage: Arc<Storage>, options: &RunOptions) -> Result<Summary>
     let plan = plan(
         &storage,
         &options.input,
+        options.include.as_deref(),
         &work,
         options.shard_size,
         &listing,

@@ -211,6 +211,27 @@ fn variance_threshold_picks_k_and_reports_it() {
     assert_eq!(termination["images"], 24);
 }
 
+#[test]
+fn include_keeps_only_matching_photos() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, output) = (dir.path().join("in"), dir.path().join("out"));
+    copy_sample(&input, &CLASSES, 4);
+    let result = run_pipeline(
+        &input,
+        &output,
+        &["--include", "Test/**", "--components", "2"],
+    );
+    assert_eq!(result.status.code(), Some(0));
+    let rows = read_csv(&output.join("features_pca.csv"));
+    assert_eq!(rows.len() - 1, CLASSES.len() * 2);
+    assert!(rows[1..].iter().all(|row| row[0].contains("/Test/")));
+
+    let result = run_pipeline(&input, &output, &["--include", "*/Banana"]);
+    assert_refused(&result, "matching --include */Banana");
+    let result = run_pipeline(&input, &output, &["--include", "a{b"]);
+    assert_refused(&result, "not a valid glob");
+}
+
 fn phase(args: &[&str], work: &Path) -> Output {
     run(fruitpipe().args(args).arg("--work").arg(work))
 }

@@ -1,0 +1,364 @@
+//! The Jobs a FruitPipeline runs: names, work area and pod templates.
+//!
+//! Everything the runner needs goes in as flags and environment; results come back as the
+//! JSON the runner writes to its termination message. The operator never touches S3.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::batch::v1::{
+    Job, JobSpec, PodFailurePolicy, PodFailurePolicyOnExitCodesRequirement,
+    PodFailurePolicyOnPodConditionsPattern, PodFailurePolicyRule,
+};
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, PodSecurityContext,
+    PodSpec, PodTemplateSpec, SeccompProfile, SecretKeySelector, SecurityContext, Volume,
+    VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::Resource;
+
+use crate::api::{FruitPipeline, Preset};
+
+/// Name of the runner container in every pod; podFailurePolicy refers to it.
+pub const CONTAINER: &str = "fruitpipe";
+/// Where the runner writes its JSON result, read back from the pod status.
+pub const TERMINATION_LOG: &str = "/dev/termination-log";
+/// Exit code for input or configuration a retry cannot fix (the runner's contract).
+pub const EXIT_PERMANENT: i32 = 2;
+
+pub const LABEL_PIPELINE: &str = "fruitpipe.dev/pipeline";
+pub const LABEL_STAGE: &str = "fruitpipe.dev/stage";
+pub const LABEL_RUN: &str = "fruitpipe.dev/run";
+/// Set by the Job controller on every pod it creates.
+pub const LABEL_JOB_NAME: &str = "batch.kubernetes.io/job-name";
+/// Set by the Job controller on pods of Indexed Jobs.
+pub const ANNOTATION_INDEX: &str = "batch.kubernetes.io/job-completion-index";
+
+/// Keeps Job names within the 63 characters a label value (job-name) allows.
+const MAX_NAME: usize = 63;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    Plan,
+    Extract,
+    Fit,
+}
+
+impl Stage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Plan => "plan",
+            Stage::Extract => "extract",
+            Stage::Fit => "fit",
+        }
+    }
+}
+
+/// Settings that come from the operator's installation rather than the resource.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunnerDefaults {
+    pub image: String,
+    pub image_pull_policy: Option<String>,
+    pub service_account: Option<String>,
+}
+
+/// What a Job needs beyond the resource: the run it belongs to, and the shard count
+/// (extract only).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Run {
+    pub generation: i64,
+    pub shards: u32,
+}
+
+/// `<pipeline>-g<generation>`, shortened with a hash when the pipeline's name is long.
+pub fn run_id(pipeline: &FruitPipeline, generation: i64) -> String {
+    let name = pipeline.metadata.name.as_deref().unwrap_or("pipeline");
+    let suffix = format!("-g{generation}");
+    // Leave room for the longest stage suffix ("-extract") in Job names.
+    let budget = MAX_NAME - suffix.len() - "-extract".len();
+    if name.len() <= budget {
+        return format!("{name}{suffix}");
+    }
+    let hash = fnv1a(name.as_bytes());
+    let kept = name[..budget - 9].trim_end_matches('-');
+    format!("{kept}-{hash:08x}{suffix}")
+}
+
+fn fnv1a(bytes: &[u8]) -> u32 {
+    bytes.iter().fold(0x811c_9dc5u32, |hash, &byte| {
+        (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193)
+    })
+}
+
+pub fn job_name(pipeline: &FruitPipeline, generation: i64, stage: Stage) -> String {
+    format!("{}-{}", run_id(pipeline, generation), stage.as_str())
+}
+
+/// The run's work area under the output prefix.
+pub fn work_uri(pipeline: &FruitPipeline, generation: i64) -> String {
+    format!(
+        "{}/_work/{}",
+        pipeline.spec.output.trim_end_matches('/'),
+        run_id(pipeline, generation)
+    )
+}
+
+fn preset_flag(preset: Preset) -> &'static str {
+    match preset {
+        Preset::Lite => "lite",
+        Preset::Torch => "torch",
+        Preset::Tf => "tf",
+        Preset::Caffe => "caffe",
+    }
+}
+
+/// The runner's command line for one stage.
+pub fn runner_args(pipeline: &FruitPipeline, run: Run, stage: Stage) -> Vec<String> {
+    let spec = &pipeline.spec;
+    let work = work_uri(pipeline, run.generation);
+    let mut args: Vec<String> = vec![stage.as_str().into(), "--work".into(), work];
+    match stage {
+        Stage::Plan => {
+            args.extend(["--input".into(), spec.input.clone()]);
+            args.extend(["--shard-size".into(), spec.shard_size.to_string()]);
+            if !spec.include.is_empty() {
+                args.extend(["--include".into(), spec.include.clone()]);
+            }
+        }
+        Stage::Extract => {
+            args.extend(["--model".into(), spec.model.uri.clone()]);
+            args.extend(["--preset".into(), preset_flag(spec.model.preset).into()]);
+            if let Some(size) = spec.model.size {
+                args.extend(["--size".into(), size.to_string()]);
+            }
+            if let Some(threads) = spec.runner.threads {
+                args.extend(["--threads".into(), threads.to_string()]);
+            }
+        }
+        Stage::Fit => {
+            args.extend(["--output".into(), spec.output.clone()]);
+            match (spec.pca.components, spec.pca.variance) {
+                (Some(k), _) => args.extend(["--components".into(), k.to_string()]),
+                (None, Some(variance)) => args.extend(["--variance".into(), variance.to_string()]),
+                (None, None) => {}
+            }
+            if spec.pca.standardize {
+                args.push("--standardize".into());
+            }
+        }
+    }
+    args.extend(["--summary-file".into(), TERMINATION_LOG.into()]);
+    args
+}
+
+fn env(name: &str, value: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: Some(value.into()),
+        ..Default::default()
+    }
+}
+
+fn secret_env(name: &str, secret: &str, optional: bool) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: secret.into(),
+                key: name.into(),
+                optional: optional.then_some(true),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Environment of the runner: S3 settings, and credentials only by reference.
+pub fn runner_env(pipeline: &FruitPipeline) -> Vec<EnvVar> {
+    let s3 = &pipeline.spec.s3;
+    let mut vars = vec![
+        env("TMPDIR", "/tmp"),
+        env("FRUITPIPE_LOG_FORMAT", "json"),
+        env("RUST_LOG", "info"),
+    ];
+    if let Some(endpoint) = s3.endpoint.as_deref().filter(|value| !value.is_empty()) {
+        vars.push(env("AWS_ENDPOINT_URL", endpoint));
+    }
+    if let Some(region) = s3.region.as_deref().filter(|value| !value.is_empty()) {
+        vars.push(env("AWS_REGION", region));
+    }
+    if s3.path_style {
+        vars.push(env("FRUITPIPE_S3_PATH_STYLE", "true"));
+    }
+    if let Some(secret) = s3
+        .credentials_secret
+        .as_deref()
+        .filter(|value| !value.is_empty())
+    {
+        vars.push(secret_env("AWS_ACCESS_KEY_ID", secret, false));
+        vars.push(secret_env("AWS_SECRET_ACCESS_KEY", secret, false));
+        vars.push(secret_env("AWS_SESSION_TOKEN", secret, true));
+    }
+    vars
+}
+
+pub fn labels(pipeline: &FruitPipeline, generation: i64, stage: Stage) -> BTreeMap<String, String> {
+    let name = pipeline.metadata.name.clone().unwrap_or_default();
+    BTreeMap::from([
+        ("app.kubernetes.io/name".into(), "fruitpipe".into()),
+        ("app.kubernetes.io/component".into(), stage.as_str().into()),
+        (
+            "app.kubernetes.io/managed-by".into(),
+            "fruitpipe-operator".into(),
+        ),
+        (LABEL_PIPELINE.into(), name),
+        (LABEL_RUN.into(), run_id(pipeline, generation)),
+        (LABEL_STAGE.into(), stage.as_str().into()),
+    ])
+}
+
+/// Exit code 2 fails the Job at once (a retry cannot help); a pod evicted or preempted
+/// (spot node reclaimed, drain) does not use up a retry.
+fn failure_policy() -> PodFailurePolicy {
+    PodFailurePolicy {
+        rules: vec![
+            PodFailurePolicyRule {
+                action: "FailJob".into(),
+                on_exit_codes: Some(PodFailurePolicyOnExitCodesRequirement {
+                    container_name: Some(CONTAINER.into()),
+                    operator: "In".into(),
+                    values: vec![EXIT_PERMANENT],
+                }),
+                ..Default::default()
+            },
+            PodFailurePolicyRule {
+                action: "Ignore".into(),
+                on_pod_conditions: Some(vec![PodFailurePolicyOnPodConditionsPattern {
+                    type_: "DisruptionTarget".into(),
+                    status: "True".into(),
+                }]),
+                ..Default::default()
+            },
+        ],
+    }
+}
+
+fn pod_template(
+    pipeline: &FruitPipeline,
+    run: Run,
+    stage: Stage,
+    defaults: &RunnerDefaults,
+) -> PodTemplateSpec {
+    let runner = &pipeline.spec.runner;
+    let image = runner
+        .image
+        .clone()
+        .unwrap_or_else(|| defaults.image.clone());
+    let container = Container {
+        name: CONTAINER.into(),
+        image: Some(image),
+        image_pull_policy: runner
+            .image_pull_policy
+            .clone()
+            .or_else(|| defaults.image_pull_policy.clone()),
+        args: Some(runner_args(pipeline, run, stage)),
+        env: Some(runner_env(pipeline)),
+        resources: runner.resources.clone(),
+        termination_message_path: Some(TERMINATION_LOG.into()),
+        // A crash before the runner writes its result still leaves the log's tail.
+        termination_message_policy: Some("FallbackToLogsOnError".into()),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            run_as_non_root: Some(true),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        volume_mounts: Some(vec![VolumeMount {
+            name: "tmp".into(),
+            mount_path: "/tmp".into(),
+            ..Default::default()
+        }]),
+        ..Default::default()
+    };
+    PodTemplateSpec {
+        metadata: Some(ObjectMeta {
+            labels: Some(labels(pipeline, run.generation, stage)),
+            ..Default::default()
+        }),
+        spec: Some(PodSpec {
+            containers: vec![container],
+            restart_policy: Some("Never".into()),
+            service_account_name: runner
+                .service_account_name
+                .clone()
+                .or_else(|| defaults.service_account.clone()),
+            node_selector: runner.node_selector.clone(),
+            tolerations: runner.tolerations.clone(),
+            security_context: Some(PodSecurityContext {
+                run_as_non_root: Some(true),
+                run_as_user: Some(65532),
+                run_as_group: Some(65532),
+                fs_group: Some(65532),
+                seccomp_profile: Some(SeccompProfile {
+                    type_: "RuntimeDefault".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            volumes: Some(vec![Volume {
+                name: "tmp".into(),
+                empty_dir: Some(EmptyDirVolumeSource::default()),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+    }
+}
+
+/// The Job for one stage of a run, owned by the pipeline (deleting the pipeline deletes
+/// its Jobs and their pods).
+pub fn render(pipeline: &FruitPipeline, run: Run, stage: Stage, defaults: &RunnerDefaults) -> Job {
+    let spec = &pipeline.spec;
+    let retries = spec.retries as i32;
+    let mut job_spec = JobSpec {
+        template: pod_template(pipeline, run, stage, defaults),
+        pod_failure_policy: Some(failure_policy()),
+        ..Default::default()
+    };
+    match stage {
+        Stage::Extract => {
+            let shards = run.shards.max(1) as i32;
+            job_spec.completion_mode = Some("Indexed".into());
+            job_spec.completions = Some(shards);
+            job_spec.parallelism = Some(extract_parallelism(pipeline, run.shards));
+            job_spec.backoff_limit_per_index = Some(retries);
+            // One shard out of retries dooms the result: stop at once.
+            job_spec.max_failed_indexes = Some(0);
+            job_spec.suspend = Some(spec.suspend);
+        }
+        Stage::Plan | Stage::Fit => {
+            job_spec.backoff_limit = Some(retries);
+        }
+    }
+    Job {
+        metadata: ObjectMeta {
+            name: Some(job_name(pipeline, run.generation, stage)),
+            namespace: pipeline.metadata.namespace.clone(),
+            labels: Some(labels(pipeline, run.generation, stage)),
+            owner_references: pipeline.controller_owner_ref(&()).map(|owner| vec![owner]),
+            ..Default::default()
+        },
+        spec: Some(job_spec),
+        ..Default::default()
+    }
+}
+
+/// Extract pods at once: what the spec asks, never more than there are shards.
+pub fn extract_parallelism(pipeline: &FruitPipeline, shards: u32) -> i32 {
+    pipeline.spec.parallelism.min(shards.max(1)) as i32
+}
