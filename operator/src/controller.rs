@@ -503,6 +503,10 @@ pub async fn apply(ctx: &Context, pipeline: &FruitPipeline, decision: &Decision)
 
 pub async fn reconcile(pipeline: Arc<FruitPipeline>, ctx: Arc<Context>) -> Result<Action> {
     ctx.metrics.reconciled();
+    // Being deleted: its Jobs and pods go with it through their owner references.
+    if pipeline.metadata.deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
     let generation = pipeline
         .status
         .as_ref()

@@ -1,0 +1,128 @@
+//! A real S3 server (s3s + s3s-fs) on a loopback port, for tests of this workspace.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder as ConnBuilder;
+use s3s::auth::SimpleAuth;
+use s3s::service::S3ServiceBuilder;
+
+pub const ACCESS_KEY: &str = "fruitpipe-test";
+pub const SECRET_KEY: &str = "fruitpipe-test-secret";
+
+/// An S3 server (s3s + s3s-fs) serving `root` over HTTP on a loopback port, for as long as
+/// this value lives. Each folder of `root` is a bucket.
+pub struct S3Server {
+    pub endpoint: String,
+    pub root: PathBuf,
+    faults: Arc<AtomicUsize>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl S3Server {
+    pub fn start(root: &Path) -> S3Server {
+        S3Server::start_with_faults(root, 0)
+    }
+
+    /// Like `start`, but every `fail_every`-th request gets `503 SlowDown`, as a throttled
+    /// S3 does (0 = never).
+    pub fn start_with_faults(root: &Path, fail_every: usize) -> S3Server {
+        let filesystem = s3s_fs::FileSystem::new(root).expect("s3s-fs root");
+        let mut builder = S3ServiceBuilder::new(filesystem);
+        builder.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
+        let service = builder.build();
+
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        listener.set_nonblocking(true).unwrap();
+        let address: SocketAddr = listener.local_addr().unwrap();
+        let (shutdown, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let requests = Arc::new(AtomicUsize::new(0));
+        let faults = Arc::new(AtomicUsize::new(0));
+        let faults_served = Arc::clone(&faults);
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                let http = ConnBuilder::new(TokioExecutor::new());
+                loop {
+                    let socket = tokio::select! {
+                        accepted = listener.accept() => match accepted {
+                            Ok((socket, _)) => socket,
+                            Err(_) => continue,
+                        },
+                        _ = &mut stopped => break,
+                    };
+                    let service = service.clone();
+                    let requests = Arc::clone(&requests);
+                    let faults = Arc::clone(&faults_served);
+                    let flaky = hyper::service::service_fn(move |request| {
+                        let service = service.clone();
+                        let count = requests.fetch_add(1, Ordering::SeqCst) + 1;
+                        let faults = Arc::clone(&faults);
+                        async move {
+                            if fail_every > 0 && count.is_multiple_of(fail_every) {
+                                faults.fetch_add(1, Ordering::SeqCst);
+                                return Ok(slow_down());
+                            }
+                            hyper::service::Service::call(&service, request).await
+                        }
+                    });
+                    let connection = http
+                        .serve_connection(TokioIo::new(socket), flaky)
+                        .into_owned();
+                    tokio::spawn(async move {
+                        let _ = connection.await;
+                    });
+                }
+            });
+        });
+        S3Server {
+            endpoint: format!("http://{address}"),
+            root: root.to_path_buf(),
+            faults,
+            shutdown: Some(shutdown),
+            thread: Some(thread),
+        }
+    }
+
+    /// How many requests were answered with an injected fault.
+    pub fn faults(&self) -> usize {
+        self.faults.load(Ordering::SeqCst)
+    }
+
+    /// Creates a bucket (a folder of the server's root).
+    pub fn bucket(&self, name: &str) -> PathBuf {
+        let path = self.root.join(name);
+        std::fs::create_dir_all(&path).unwrap();
+        path
+    }
+}
+
+fn slow_down() -> http::Response<s3s::Body> {
+    let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\
+        <Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>";
+    http::Response::builder()
+        .status(503)
+        .header("content-type", "application/xml")
+        .body(s3s::Body::from(body.to_string()))
+        .unwrap()
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}

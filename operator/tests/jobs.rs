@@ -1,0 +1,195 @@
+//! The Jobs the operator renders. A snapshot per stage makes every change to them a
+//! visible diff (`UPDATE_SNAPSHOTS=1 cargo test -p fruitpipe-operator --test jobs` rewrites
+//! them); the assertions below pin what must never change by accident.
+
+mod common;
+
+use common::{UID, defaults, example_spec, pipeline};
+use fruitpipe_operator::jobs::{Run, Stage, job_name, render, run_id, work_uri};
+use k8s_openapi::api::batch::v1::Job;
+
+const RUN: Run = Run {
+    generation: 1,
+    shards: 7,
+};
+
+fn check_snapshot(stage: Stage, job: &Job) {
+    let path = format!(
+        "{}/tests/snapshots/{}.yaml",
+        env!("CARGO_MANIFEST_DIR"),
+        stage.as_str()
+    );
+    let rendered = serde_saphyr::to_string(job).unwrap();
+    if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
+        std::fs::write(&path, &rendered).unwrap();
+        return;
+    }
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    if committed != rendered {
+        panic!(
+            "the {} Job changed; if intended, run with UPDATE_SNAPSHOTS=1 and commit {path}\n--- committed\n{committed}\n--- rendered\n{rendered}",
+            stage.as_str()
+        );
+    }
+}
+
+#[test]
+fn rendered_jobs_match_their_snapshots() {
+    let pipeline = pipeline(example_spec());
+    for stage in [Stage::Plan, Stage::Extract, Stage::Fit] {
+        check_snapshot(stage, &render(&pipeline, RUN, stage, &defaults()));
+    }
+}
+
+#[test]
+fn names_and_work_area_are_stable_per_generation() {
+    let pipeline = pipeline(example_spec());
+    assert_eq!(run_id(&pipeline, 1), "fruits-360-g1");
+    assert_eq!(
+        job_name(&pipeline, 1, Stage::Extract),
+        "fruits-360-g1-extract"
+    );
+    assert_eq!(
+        work_uri(&pipeline, 3),
+        "s3://fruits/pca/fruits-360/_work/fruits-360-g3"
+    );
+
+    let mut long = pipeline.clone();
+    long.metadata.name = Some("a".repeat(200));
+    let name = job_name(&long, 12, Stage::Extract);
+    assert!(name.len() <= 63, "{name}");
+    let mut other = long.clone();
+    other.metadata.name = Some(format!("{}b", "a".repeat(199)));
+    assert_ne!(
+        job_name(&other, 12, Stage::Extract),
+        name,
+        "long names must not collide"
+    );
+}
+
+#[test]
+fn extract_is_an_indexed_job_with_per_index_retries_and_a_failure_policy() {
+    let pipeline = pipeline(example_spec());
+    let job = render(&pipeline, RUN, Stage::Extract, &defaults());
+    let spec = job.spec.unwrap();
+    assert_eq!(spec.completion_mode.as_deref(), Some("Indexed"));
+    assert_eq!(spec.completions, Some(7));
+    assert_eq!(spec.parallelism, Some(4));
+    assert_eq!(spec.backoff_limit_per_index, Some(3));
+    assert_eq!(spec.max_failed_indexes, Some(0));
+    let rules = spec.pod_failure_policy.unwrap().rules;
+    assert_eq!(rules[0].action, "FailJob");
+    assert_eq!(rules[0].on_exit_codes.as_ref().unwrap().values, vec![2]);
+    assert_eq!(rules[1].action, "Ignore");
+    assert_eq!(
+        rules[1].on_pod_conditions.as_ref().unwrap()[0].type_,
+        "DisruptionTarget"
+    );
+
+    // Fewer shards than parallelism: no idle pods asked for.
+    let small = render(
+        &pipeline,
+        Run {
+            generation: 1,
+            shards: 2,
+        },
+        Stage::Extract,
+        &defaults(),
+    );
+    assert_eq!(small.spec.unwrap().parallelism, Some(2));
+}
+
+#[test]
+fn pods_are_locked_down_and_credentials_stay_in_the_secret() {
+    let pipeline = pipeline(example_spec());
+    for stage in [Stage::Plan, Stage::Extract, Stage::Fit] {
+        let job = render(&pipeline, RUN, stage, &defaults());
+        let owner = &job.metadata.owner_references.as_ref().unwrap()[0];
+        assert_eq!((owner.uid.as_str(), owner.controller), (UID, Some(true)));
+        let pod = job.spec.unwrap().template.spec.unwrap();
+        assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
+        let pod_security = pod.security_context.unwrap();
+        assert_eq!(pod_security.run_as_non_root, Some(true));
+        assert_eq!(
+            pod_security.seccomp_profile.unwrap().type_,
+            "RuntimeDefault"
+        );
+        let container = &pod.containers[0];
+        let security = container.security_context.as_ref().unwrap();
+        assert_eq!(security.read_only_root_filesystem, Some(true));
+        assert_eq!(security.allow_privilege_escalation, Some(false));
+        assert_eq!(
+            security.capabilities.as_ref().unwrap().drop,
+            Some(vec!["ALL".to_string()])
+        );
+        assert_eq!(
+            container.volume_mounts.as_ref().unwrap()[0].mount_path,
+            "/tmp"
+        );
+        assert_eq!(
+            container.termination_message_path.as_deref(),
+            Some("/dev/termination-log")
+        );
+        let args = container.args.as_ref().unwrap();
+        assert_eq!(args[0], stage.as_str());
+        assert!(
+            args.windows(2)
+                .any(|pair| pair == ["--summary-file", "/dev/termination-log"])
+        );
+        for variable in container.env.as_ref().unwrap() {
+            if variable.name.starts_with("AWS_ACCESS") || variable.name.starts_with("AWS_SECRET") {
+                assert!(variable.value.is_none(), "{} is inline", variable.name);
+                let reference = variable
+                    .value_from
+                    .as_ref()
+                    .unwrap()
+                    .secret_key_ref
+                    .as_ref()
+                    .unwrap();
+                assert_eq!(reference.name, "fruitpipe-s3");
+            }
+        }
+        let text = serde_json::to_string(container).unwrap();
+        assert!(
+            !text.contains("fruitpipe-secret"),
+            "a credential leaked into the pod spec"
+        );
+    }
+}
+
+#[test]
+fn stage_arguments_carry_the_spec() {
+    let pipeline = pipeline(example_spec());
+    let args = |stage| {
+        render(&pipeline, RUN, stage, &defaults())
+            .spec
+            .unwrap()
+            .template
+            .spec
+            .unwrap()
+            .containers[0]
+            .args
+            .clone()
+            .unwrap()
+            .join(" ")
+    };
+    let work = "--work s3://fruits/pca/fruits-360/_work/fruits-360-g1";
+    assert_eq!(
+        args(Stage::Plan),
+        format!(
+            "plan {work} --input s3://fruits/fruits360-sample --shard-size 500 --summary-file /dev/termination-log"
+        )
+    );
+    assert_eq!(
+        args(Stage::Extract),
+        format!(
+            "extract {work} --model s3://fruits/models/efficientnet_lite0_features.onnx --preset lite --size 224 --summary-file /dev/termination-log"
+        )
+    );
+    assert_eq!(
+        args(Stage::Fit),
+        format!(
+            "fit {work} --output s3://fruits/pca/fruits-360 --variance 0.95 --summary-file /dev/termination-log"
+        )
+    );
+}
