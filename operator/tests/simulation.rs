@@ -115,6 +115,12 @@ fn api_server(
     query: &str,
     body: Value,
 ) -> (u16, Value) {
+    let (verb, group, resource) =
+        fruitpipe_operator::rbac::request_permission(method.as_str(), path);
+    assert!(
+        fruitpipe_operator::rbac::allows(&group, &resource, &verb),
+        "the operator called {verb} on {group}/{resource}, which its RBAC does not grant"
+    );
     let mut objects = objects.lock().unwrap();
     let jobs = format!("/apis/batch/v1/namespaces/{NAMESPACE}/jobs");
     let pipelines = format!("/apis/fruitpipe.dev/v1alpha1/namespaces/{NAMESPACE}/fruitpipelines/");

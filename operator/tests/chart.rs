@@ -1,0 +1,277 @@
+//! The Helm chart, rendered by the real `helm` (scripts/setup.sh installs it into
+//! .tools/bin): every manifest must parse into its Kubernetes type with no field lost, and
+//! the ClusterRole must grant exactly what the operator uses.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use fruitpipe_operator::rbac::RULES;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Service, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn helm() -> PathBuf {
+    if let Some(path) = std::env::var_os("HELM") {
+        return PathBuf::from(path);
+    }
+    let local = repo().join(".tools/bin/helm");
+    if local.is_file() {
+        return local;
+    }
+    let found = std::env::var_os("PATH").map(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join("helm"))
+            .find(|path| path.is_file())
+    });
+    found.flatten().expect(
+        "helm is not installed: run scripts/setup.sh (it puts helm in .tools/bin) or set HELM",
+    )
+}
+
+fn template(extra: &[&str]) -> std::process::Output {
+    Command::new(helm())
+        .args(["template", "fp", "--namespace", "fruitpipe"])
+        .arg(repo().join("charts/fruitpipe"))
+        .args(extra)
+        .output()
+        .expect("cannot run helm")
+}
+
+fn render(extra: &[&str]) -> Vec<Value> {
+    let output = template(extra);
+    assert!(
+        output.status.success(),
+        "helm template failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = String::from_utf8(output.stdout).unwrap();
+    text.split("\n---")
+        .map(|doc| {
+            doc.lines()
+                .filter(|line| !line.starts_with('#'))
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .filter(|doc| !doc.trim().is_empty())
+        .map(|doc| {
+            serde_saphyr::from_str::<Value>(&doc).unwrap_or_else(|err| panic!("{err}\n{doc}"))
+        })
+        .collect()
+}
+
+/// Parses a manifest into its type and back: a misspelt or misplaced field is dropped on
+/// the way and shows up as a difference.
+fn round_trip<T: DeserializeOwned + Serialize>(manifest: &Value) -> T {
+    let typed: T =
+        serde_json::from_value(manifest.clone()).unwrap_or_else(|err| panic!("{err}: {manifest}"));
+    let back = serde_json::to_value(&typed).unwrap();
+    assert_eq!(
+        &back, manifest,
+        "fields were lost parsing {}",
+        manifest["metadata"]["name"]
+    );
+    typed
+}
+
+#[test]
+fn every_manifest_is_a_valid_kubernetes_object() {
+    let manifests = render(&["--set", "metrics.serviceMonitor.enabled=true"]);
+    let mut kinds: Vec<String> = Vec::new();
+    for manifest in &manifests {
+        let kind = manifest["kind"].as_str().unwrap().to_string();
+        match kind.as_str() {
+            "Deployment" => {
+                round_trip::<Deployment>(manifest);
+            }
+            "ServiceAccount" => {
+                round_trip::<ServiceAccount>(manifest);
+            }
+            "ClusterRole" => {
+                round_trip::<ClusterRole>(manifest);
+            }
+            "ClusterRoleBinding" => {
+                round_trip::<ClusterRoleBinding>(manifest);
+            }
+            "Service" => {
+                round_trip::<Service>(manifest);
+            }
+            "ServiceMonitor" => {
+                assert_eq!(manifest["apiVersion"], "monitoring.coreos.com/v1");
+                assert_eq!(manifest["spec"]["endpoints"][0]["path"], "/metrics");
+            }
+            other => panic!("unexpected kind {other}"),
+        }
+        kinds.push(kind);
+    }
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        [
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "Deployment",
+            "Service",
+            "ServiceAccount",
+            "ServiceAccount",
+            "ServiceMonitor"
+        ]
+    );
+}
+
+#[test]
+fn the_cluster_role_grants_exactly_what_the_operator_uses() {
+    let manifests = render(&[]);
+    let role = manifests
+        .iter()
+        .find(|manifest| manifest["kind"] == "ClusterRole")
+        .unwrap();
+    let role: ClusterRole = round_trip(role);
+    let mut granted: Vec<(String, String, Vec<String>)> = role
+        .rules
+        .unwrap()
+        .into_iter()
+        .flat_map(|rule| {
+            let groups = rule.api_groups.unwrap_or_default();
+            let resources = rule.resources.unwrap_or_default();
+            let verbs = rule.verbs;
+            groups.into_iter().flat_map(move |group| {
+                let verbs = verbs.clone();
+                resources
+                    .clone()
+                    .into_iter()
+                    .map(move |resource| (group.clone(), resource, verbs.clone()))
+            })
+        })
+        .collect();
+    granted.sort();
+    let mut needed: Vec<(String, String, Vec<String>)> = RULES
+        .iter()
+        .map(|rule| {
+            (
+                rule.api_group.into(),
+                rule.resource.into(),
+                rule.verbs.iter().map(|v| v.to_string()).collect(),
+            )
+        })
+        .collect();
+    needed.sort();
+    assert_eq!(granted, needed);
+}
+
+#[test]
+fn the_operator_deployment_is_probed_and_locked_down() {
+    let manifests = render(&[
+        "--set",
+        "image.tag=1.2.3",
+        "--set",
+        "runner.serviceAccount.annotations.eks\\.amazonaws\\.com/role-arn=arn:aws:iam::1:role/r",
+    ]);
+    let deployment: Deployment = round_trip(
+        manifests
+            .iter()
+            .find(|manifest| manifest["kind"] == "Deployment")
+            .unwrap(),
+    );
+    let spec = deployment.spec.unwrap();
+    assert_eq!(spec.replicas, Some(1));
+    let pod = spec.template.spec.unwrap();
+    let container = &pod.containers[0];
+    assert_eq!(
+        container.image.as_deref(),
+        Some("ghcr.io/fruitpipe/fruitpipe:1.2.3")
+    );
+    assert_eq!(
+        container
+            .liveness_probe
+            .as_ref()
+            .unwrap()
+            .http_get
+            .as_ref()
+            .unwrap()
+            .path
+            .as_deref(),
+        Some("/healthz")
+    );
+    assert_eq!(
+        container
+            .readiness_probe
+            .as_ref()
+            .unwrap()
+            .http_get
+            .as_ref()
+            .unwrap()
+            .path
+            .as_deref(),
+        Some("/readyz")
+    );
+    let security = container.security_context.as_ref().unwrap();
+    assert_eq!(
+        (
+            security.read_only_root_filesystem,
+            security.allow_privilege_escalation
+        ),
+        (Some(true), Some(false))
+    );
+    assert_eq!(
+        pod.security_context.unwrap().seccomp_profile.unwrap().type_,
+        "RuntimeDefault"
+    );
+    let env: Vec<(String, Option<String>)> = container
+        .env
+        .clone()
+        .unwrap()
+        .into_iter()
+        .map(|var| (var.name, var.value))
+        .collect();
+    assert!(env.contains(&(
+        "FRUITPIPE_RUNNER_IMAGE".into(),
+        Some("ghcr.io/fruitpipe/fruitpipe:1.2.3".into())
+    )));
+    let runner_account = manifests
+        .iter()
+        .find(|manifest| {
+            manifest["kind"] == "ServiceAccount"
+                && manifest["metadata"]["name"] == "fp-fruitpipe-runner"
+        })
+        .unwrap();
+    assert_eq!(
+        runner_account["metadata"]["annotations"]["eks.amazonaws.com/role-arn"],
+        "arn:aws:iam::1:role/r"
+    );
+}
+
+#[test]
+fn wrong_values_fail_at_install_time() {
+    for bad in [
+        "operator.logFormat=xml",
+        "image.pullPolicy=Sometimes",
+        "metrics.port=0",
+        "nonsense=1",
+    ] {
+        let output = template(&["--set", bad]);
+        assert!(!output.status.success(), "helm accepted --set {bad}");
+        assert!(
+            String::from_utf8_lossy(&output.stderr)
+                .contains("values don't meet the specifications"),
+            "{bad}"
+        );
+    }
+}
+
+#[test]
+fn the_chart_carries_the_same_crd_as_crds() {
+    let chart =
+        std::fs::read_to_string(repo().join("charts/fruitpipe/crds/fruitpipeline.yaml")).unwrap();
+    let top = std::fs::read_to_string(repo().join("crds/fruitpipeline.yaml")).unwrap();
+    assert!(
+        chart == top,
+        "charts/fruitpipe/crds/fruitpipeline.yaml differs from crds/: run scripts/sync-crd.sh"
+    );
+}

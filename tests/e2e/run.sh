@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# End-to-end on a real cluster: build the image, start kind, run an S3 server in it, upload
+# the sample photos and the model, install the chart, run a FruitPipeline to Succeeded,
+# check the CSV, delete the pipeline and check its Jobs are gone.
+#
+# Needs docker, kind, kubectl and helm (scripts/setup.sh installs the last two in .tools/bin).
+# Exit codes: 0 passed, 1 failed, 3 a required tool is missing (nothing was run).
+#   KEEP_CLUSTER=1 tests/e2e/run.sh   leaves the cluster up for a look around
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+export PATH="$PWD/.tools/bin:$PATH"
+cluster=fruitpipe-e2e
+namespace=fruitpipe-e2e
+
+for tool in docker kind kubectl helm; do
+  if ! command -v "$tool" >/dev/null; then
+    echo "e2e: '$tool' is not installed; this test needs docker, kind, kubectl and helm" >&2
+    exit 3
+  fi
+done
+docker info >/dev/null 2>&1 || { echo "e2e: docker is installed but no Docker engine answers" >&2; exit 3; }
+
+step() { echo; echo "== $*"; }
+cleanup() { [ "${KEEP_CLUSTER:-}" = 1 ] || kind delete cluster --name "$cluster" >/dev/null 2>&1 || true; }
+trap cleanup EXIT
+
+step "build the images"
+docker build -t fruitpipe:e2e .
+docker build -t fruitpipe-s3:e2e -f tests/e2e/s3-server.Dockerfile tests/e2e
+
+step "create the kind cluster and load the images"
+kind create cluster --name "$cluster" --image kindest/node:v1.33.1 --wait 120s
+kind load docker-image --name "$cluster" fruitpipe:e2e fruitpipe-s3:e2e
+
+step "start the S3 server and upload the photos and the model"
+kubectl create namespace "$namespace"
+kubectl apply -f tests/e2e/s3-server.yaml
+kubectl -n "$namespace" rollout status deployment/s3 --timeout=120s
+s3_pod=$(kubectl -n "$namespace" get pod -l app=s3 -o jsonpath='{.items[0].metadata.name}')
+staging=$(mktemp -d)
+mkdir -p "$staging/fruits/models"
+cp -r data/fruits360-sample "$staging/fruits/"
+cp data/models/efficientnet_lite0_features.onnx "$staging/fruits/models/"
+# s3s-fs serves files as objects: copying into /data/fruits is the upload.
+kubectl cp "$staging/fruits" "$namespace/$s3_pod:/data/fruits"
+photos=$(find data/fruits360-sample -name '*.jpg' | wc -l)
+
+step "install the chart"
+helm install fruitpipe charts/fruitpipe --namespace fruitpipe-system --create-namespace \
+  --set image.repository=fruitpipe --set image.tag=e2e --set image.pullPolicy=Never \
+  --set runner.serviceAccount.namespace="$namespace" --wait --timeout 120s
+
+step "run a FruitPipeline"
+kubectl apply -f tests/e2e/pipeline.yaml
+if ! kubectl -n "$namespace" wait fruitpipeline/fruits-360 --for=jsonpath='{.status.phase}'=Succeeded --timeout=20m; then
+  kubectl -n "$namespace" get fruitpipeline fruits-360 -o yaml
+  kubectl -n "$namespace" get jobs,pods
+  kubectl -n fruitpipe-system logs deployment/fruitpipe-fruitpipe-operator --tail=100
+  exit 1
+fi
+kubectl -n "$namespace" get fruitpipelines
+
+step "check the CSV"
+kubectl cp "$namespace/$s3_pod:/data/fruits/pca/fruits-360/features_pca.csv" "$staging/features_pca.csv"
+rows=$(($(wc -l < "$staging/features_pca.csv") - 1))
+columns=$(head -1 "$staging/features_pca.csv" | tr ',' '\n' | wc -l)
+echo "features_pca.csv: $rows rows, $columns columns"
+[ "$rows" -eq "$photos" ] || { echo "e2e: expected $photos rows" >&2; exit 1; }
+[ "$columns" -eq 18 ] || { echo "e2e: expected path,label,pc_1..pc_16" >&2; exit 1; }
+[ "$(head -1 "$staging/features_pca.csv" | cut -d, -f1-3)" = "path,label,pc_1" ] || exit 1
+
+step "delete the pipeline: its Jobs must go with it"
+kubectl -n "$namespace" delete fruitpipeline fruits-360 --wait
+for _ in $(seq 60); do
+  left=$(kubectl -n "$namespace" get jobs -l fruitpipe.dev/pipeline=fruits-360 -o name | wc -l)
+  [ "$left" -eq 0 ] && break
+  sleep 2
+done
+[ "$left" -eq 0 ] || { echo "e2e: $left Jobs survived their FruitPipeline" >&2; exit 1; }
+echo; echo "e2e: passed"
