@@ -17,6 +17,7 @@ use fruitpipe_runner::work::WorkDir;
 use fruitpipe_runner::{extract, fit, plan};
 
 fn main() -> ExitCode {
+    keep_large_buffers_out_of_the_heap();
     let cli = Cli::parse();
     init_logging(cli.log_format);
     let summary_file = cli.command.summary_file().map(str::to_string);
@@ -144,6 +145,18 @@ async fn execute(command: Command) -> Result<Value> {
                 "outputs": summary.outputs,
             }))
         }
+    }
+}
+
+/// Each batch allocates and frees buffers of tens of MiB (model input, co-moments). glibc
+/// serves them with mmap at first, then raises its threshold and serves them from per-thread
+/// heaps that it never shrinks, so peak memory crept up with every shard. A fixed threshold
+/// keeps such buffers on mmap, returned to the system when freed.
+fn keep_large_buffers_out_of_the_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator tuning; called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
     }
 }
 

@@ -169,18 +169,9 @@ pub fn decide(pipeline: &FruitPipeline, observed: &Observed, now: &Time) -> Deci
             status.phase = Phase::Planning;
             return finish(decision, &old, status);
         }
-        Outcome::Failed { reason, message } => {
-            let why = plan
-                .pod_error
-                .clone()
-                .unwrap_or_else(|| format!("{reason}: {message}"));
-            fail(
-                &mut status,
-                "PlanFailed",
-                &format!("plan failed: {why}"),
-                generation,
-                now,
-            );
+        Outcome::Failed { .. } => {
+            let why = plan.failure().unwrap_or_default();
+            fail_stage(&mut status, "PlanFailed", "plan", &why, generation, now);
             return finish(decision, &old, status);
         }
         Outcome::Succeeded => {}
@@ -259,15 +250,13 @@ pub fn decide(pipeline: &FruitPipeline, observed: &Observed, now: &Time) -> Deci
             };
             return finish(decision, &old, status);
         }
-        Outcome::Failed { reason, message } => {
-            let why = extract
-                .pod_error
-                .clone()
-                .unwrap_or_else(|| format!("{reason}: {message}"));
-            fail(
+        Outcome::Failed { .. } => {
+            let why = extract.failure().unwrap_or_default();
+            fail_stage(
                 &mut status,
                 "ExtractFailed",
-                &format!("extract failed: {why}"),
+                "extract",
+                &why,
                 generation,
                 now,
             );
@@ -300,18 +289,9 @@ pub fn decide(pipeline: &FruitPipeline, observed: &Observed, now: &Time) -> Deci
     };
     match &fit.outcome {
         Outcome::Running => status.phase = Phase::Fitting,
-        Outcome::Failed { reason, message } => {
-            let why = fit
-                .pod_error
-                .clone()
-                .unwrap_or_else(|| format!("{reason}: {message}"));
-            fail(
-                &mut status,
-                "FitFailed",
-                &format!("fit failed: {why}"),
-                generation,
-                now,
-            );
+        Outcome::Failed { .. } => {
+            let why = fit.failure().unwrap_or_default();
+            fail_stage(&mut status, "FitFailed", "fit", &why, generation, now);
         }
         Outcome::Succeeded => {
             let result = fit.results.first().cloned().unwrap_or_default();
@@ -345,6 +325,23 @@ pub fn decide(pipeline: &FruitPipeline, observed: &Observed, now: &Time) -> Deci
         }
     }
     finish(decision, &old, status)
+}
+
+fn fail_stage(
+    status: &mut FruitPipelineStatus,
+    reason: &str,
+    stage: &str,
+    why: &str,
+    generation: Option<i64>,
+    now: &Time,
+) {
+    fail(
+        status,
+        reason,
+        &format!("{stage} failed: {why}"),
+        generation,
+        now,
+    );
 }
 
 fn fail(

@@ -49,6 +49,20 @@ pub struct JobState {
     pub pod_error: Option<String>,
 }
 
+impl JobState {
+    /// Why the Job failed, in the runner's words when one of its pods said it.
+    pub fn failure(&self) -> Option<String> {
+        match &self.outcome {
+            Outcome::Failed { reason, message } => Some(
+                self.pod_error
+                    .clone()
+                    .unwrap_or_else(|| format!("{reason}: {message}")),
+            ),
+            _ => None,
+        }
+    }
+}
+
 /// Counts the members of a compressed index list such as `"1,3-5,7"`.
 pub fn count_indexes(list: Option<&str>) -> u32 {
     list.unwrap_or_default()
