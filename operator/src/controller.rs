@@ -176,11 +176,9 @@ pub fn decide(pipeline: &FruitPipeline, observed: &Observed, now: &Time) -> Deci
         }
         Outcome::Succeeded => {}
     }
-    let Some(planned) = plan
-        .results
-        .first()
-        .and_then(|result| result.shards.zip(result.images))
-    else {
+    let reported = plan.results.first().and_then(|result| result.shards);
+    // Once recorded, the shard count outlives the plan pod (pods may be garbage-collected).
+    let Some(shards) = reported.or((old.shards.total > 0).then_some(old.shards.total)) else {
         fail(
             &mut status,
             "PlanFailed",
@@ -190,14 +188,17 @@ pub fn decide(pipeline: &FruitPipeline, observed: &Observed, now: &Time) -> Deci
         );
         return finish(decision, &old, status);
     };
-    let (shards, images) = planned;
     status.shards.total = shards;
+    let images = plan.results.first().and_then(|result| result.images);
     set_condition(
         &mut status.conditions,
         "Planned",
         true,
         "Planned",
-        &format!("{images} photos in {shards} shards"),
+        &match images {
+            Some(images) => format!("{images} photos in {shards} shards"),
+            None => format!("{shards} shards"),
+        },
         generation,
         now,
     );

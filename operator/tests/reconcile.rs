@@ -619,6 +619,23 @@ async fn a_pipeline_being_deleted_is_left_to_garbage_collection() {
 }
 
 #[tokio::test]
+async fn the_shard_count_survives_the_plan_pod() {
+    // The plan pod was garbage-collected after the status recorded 3 shards.
+    let pipeline = with_status(pipeline(example_spec()), Phase::Extracting, 3);
+    let plan = job(&pipeline, Stage::Plan, 0, complete());
+    let seen = pipeline.clone();
+    reconcile_with(pipeline, |mut api| async move {
+        api.list_jobs(vec![plan]).await;
+        api.list_pods(vec![]).await;
+        let extract = api.create_job().await;
+        assert_eq!(extract.spec.unwrap().completions, Some(3));
+        let status = api.patch_status(&seen).await;
+        assert_eq!(status["phase"], "Extracting");
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn a_finished_pipeline_is_not_run_again() {
     let pipeline = with_status(pipeline(example_spec()), Phase::Succeeded, 1);
     reconcile_with(pipeline, |mut api| async move {
