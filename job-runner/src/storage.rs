@@ -5,6 +5,7 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use aws_sdk_s3::Client;
@@ -15,7 +16,7 @@ use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use bytes::Bytes;
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use tokio::sync::OnceCell;
 
 use crate::error::{Error, Result};
@@ -117,6 +118,9 @@ pub struct S3Options {
 pub struct Storage {
     options: S3Options,
     client: OnceCell<Client>,
+    /// Set by the first S3 response: from then on a refused connection is a network fault
+    /// worth retrying, not a wrong endpoint.
+    reached: AtomicBool,
 }
 
 /// True for the photo files the pipeline reads: `.jpg`, `.jpeg`, `.png`, any case.
@@ -148,6 +152,7 @@ impl Storage {
         Storage {
             options,
             client: OnceCell::new(),
+            reached: AtomicBool::new(false),
         }
     }
 
@@ -208,9 +213,12 @@ impl Storage {
             .send();
         while let Some(page) = pages.next().await {
             let page = match page {
-                Ok(page) => page,
+                Ok(page) => {
+                    self.mark_reached();
+                    page
+                }
                 Err(err) => {
-                    let _ = tx.send(Err(s3_error(err, &uri, "listing"))).await;
+                    let _ = tx.send(Err(self.s3_error(err, &uri, "listing"))).await;
                     return;
                 }
             };
@@ -246,7 +254,8 @@ impl Storage {
                     .key(key)
                     .send()
                     .await
-                    .map_err(|err| s3_error(err, &uri, "download"))?;
+                    .inspect(|_| self.mark_reached())
+                    .map_err(|err| self.s3_error(err, &uri, "download"))?;
                 let body = response
                     .body
                     .collect()
@@ -279,7 +288,8 @@ impl Storage {
                     .body(ByteStream::from(data))
                     .send()
                     .await
-                    .map_err(|err| s3_error(err, &uri, "upload"))?;
+                    .inspect(|_| self.mark_reached())
+                    .map_err(|err| self.s3_error(err, &uri, "upload"))?;
                 Ok(())
             }
         }
@@ -317,7 +327,8 @@ impl Storage {
             .key(key)
             .send()
             .await
-            .map_err(|err| s3_error(err, &uri, "upload"))?;
+            .inspect(|_| self.mark_reached())
+            .map_err(|err| self.s3_error(err, &uri, "upload"))?;
         let upload_id = upload.upload_id().unwrap_or_default().to_string();
         let result = self.upload_parts(bucket, key, &upload_id, source).await;
         if result.is_err() {
@@ -367,7 +378,8 @@ impl Storage {
                 .body(ByteStream::from(chunk))
                 .send()
                 .await
-                .map_err(|err| s3_error(err, &uri, "upload"))?;
+                .inspect(|_| self.mark_reached())
+                .map_err(|err| self.s3_error(err, &uri, "upload"))?;
             parts.push(
                 CompletedPart::builder()
                     .part_number(number)
@@ -387,12 +399,38 @@ impl Storage {
             )
             .send()
             .await
-            .map_err(|err| s3_error(err, &uri, "upload"))?;
+            .inspect(|_| self.mark_reached())
+            .map_err(|err| self.s3_error(err, &uri, "upload"))?;
         Ok(())
     }
 }
 
-use futures::StreamExt;
+impl Storage {
+    fn mark_reached(&self) {
+        self.reached.store(true, Ordering::Relaxed);
+    }
+
+    /// [`s3_error`], except that once the endpoint has answered, losing the connection to
+    /// it is transient: a pod should retry, not fail its whole Job as for a wrong endpoint.
+    fn s3_error<E, R>(&self, err: SdkError<E, R>, uri: &str, action: &str) -> Error
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+        R: fmt::Debug + 'static,
+    {
+        if matches!(err, SdkError::ServiceError(_)) {
+            self.mark_reached();
+        }
+        match s3_error(err, uri, action) {
+            Error::Unreachable { uri, detail } if self.reached.load(Ordering::Relaxed) => {
+                Error::Transient {
+                    what: format!("{action} of {uri} (the S3 endpoint stopped answering)"),
+                    detail,
+                }
+            }
+            other => other,
+        }
+    }
+}
 
 async fn build_client(options: &S3Options) -> Client {
     let mut loader = aws_config::defaults(BehaviorVersion::latest());
@@ -509,10 +547,14 @@ fn local_error(path: &Path, err: std::io::Error) -> Error {
             uri: path.display().to_string(),
             hint: String::new(),
         },
-        std::io::ErrorKind::PermissionDenied => Error::AccessDenied {
-            uri: path.display().to_string(),
-            detail: "permission denied".into(),
-        },
+        std::io::ErrorKind::PermissionDenied => Error::Input(format!(
+            "{} cannot be accessed (permission denied); check its permissions and the user fruitpipe runs as",
+            path.display()
+        )),
+        std::io::ErrorKind::IsADirectory => Error::Input(format!(
+            "{} is a folder where a file was expected; give the path of the file",
+            path.display()
+        )),
         _ => Error::io(path, err),
     }
 }

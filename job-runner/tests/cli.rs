@@ -373,6 +373,8 @@ fn bad_input_is_refused_with_exit_code_2_and_one_clear_line() {
     std::fs::write(&garbage, b"not a model at all").unwrap();
     let not_images = dir.path().join("vectors.onnx");
     std::fs::write(&not_images, support::identity_onnx(&[-1, 5])).unwrap();
+    let not_features = dir.path().join("three-d.onnx");
+    std::fs::write(&not_features, support::three_d_output_onnx(100, 100)).unwrap();
     let empty = dir.path().join("empty");
     std::fs::create_dir_all(empty.join("Banana")).unwrap();
     std::fs::write(empty.join("Banana/readme.txt"), b"no photos here").unwrap();
@@ -405,6 +407,14 @@ fn bad_input_is_refused_with_exit_code_2_and_one_clear_line() {
         "not a usable ONNX model",
     );
     assert_refused(&with_model(&not_images, &photos, &[]), "not an image batch");
+    assert_refused(
+        &with_model(&not_features, &photos, &[]),
+        "the runner needs [batch, features] or a 4-D feature map",
+    );
+    assert_refused(
+        &with_model(dir.path(), &photos, &[]),
+        "is a folder where a file was expected",
+    );
     assert_refused(
         &with_model(&model, &photos, &["--components", "2000"]),
         "more than the 1280 features",

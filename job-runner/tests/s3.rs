@@ -5,7 +5,6 @@ mod support;
 
 use std::path::Path;
 
-use fruitpipe_runner::storage::{Location, S3Options, Storage};
 use support::{S3Server, copy_sample, features_model, read_csv, run, stderr};
 
 const CLASSES: [&str; 4] = ["Banana", "Grape White", "Grape White 2", "Kiwi"];
@@ -165,6 +164,30 @@ fn throttling_and_server_errors_are_retried_and_change_nothing() {
     }
 }
 
+#[test]
+fn a_store_that_keeps_failing_exits_with_a_retryable_code() {
+    let root = tempfile::tempdir().unwrap();
+    bucket_with_photos(&S3Server::start(root.path()));
+    // Every request is throttled: the built-in retries run out, and the pod should be
+    // retried (exit 1), not failed for good (exit 2).
+    let throttled = S3Server::start_with_faults(root.path(), 1);
+    let result = run(throttled.fruitpipe().args([
+        "plan",
+        "--input",
+        "s3://fruit/in",
+        "--work",
+        "s3://fruit/work",
+    ]));
+    let text = stderr(&result);
+    assert_eq!(result.status.code(), Some(1), "{text}");
+    assert!(text.contains("failed after retries"), "{text}");
+    assert!(
+        text.contains("re-running the same command is safe"),
+        "{text}"
+    );
+    assert!(throttled.faults() >= 6, "{} faults", throttled.faults());
+}
+
 fn assert_refused(output: &std::process::Output, message: &str) {
     let text = stderr(output);
     assert_eq!(output.status.code(), Some(2), "exit code for: {text}");
@@ -200,30 +223,4 @@ fn s3_mistakes_are_refused_with_exit_code_2() {
         &plan(&mut unreachable, "s3://fruit/in"),
         "cannot reach the S3 endpoint",
     );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn large_objects_go_up_in_parts_and_come_back_whole() {
-    let root = tempfile::tempdir().unwrap();
-    let server = S3Server::start(root.path());
-    server.bucket("big");
-    // SAFETY: set before the S3 client is built, in a test binary with no other threads
-    // reading the environment.
-    unsafe {
-        std::env::set_var("AWS_ACCESS_KEY_ID", support::ACCESS_KEY);
-        std::env::set_var("AWS_SECRET_ACCESS_KEY", support::SECRET_KEY);
-    }
-    let storage = Storage::new(S3Options {
-        endpoint: Some(server.endpoint.clone()),
-        region: Some("us-east-1".into()),
-        path_style: true,
-    });
-    let data: Vec<u8> = (0..40_000_000u32).map(|i| (i % 251) as u8).collect();
-    let file = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(file.path(), &data).unwrap();
-    let target = Location::parse("s3://big/out/features_pca.csv").unwrap();
-    storage.put_file(&target, file.path()).await.unwrap();
-    let back = storage.get(&target).await.unwrap();
-    assert_eq!(back.len(), data.len());
-    assert!(back == data);
 }

@@ -17,7 +17,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
 
-use crate::api::{FruitPipeline, Preset};
+use crate::api::{FruitPipeline, Preset, S3Spec};
 
 /// Name of the runner container in every pod; podFailurePolicy refers to it.
 pub const CONTAINER: &str = "fruitpipe";
@@ -60,6 +60,21 @@ pub struct RunnerDefaults {
     pub image: String,
     pub image_pull_policy: Option<String>,
     pub service_account: Option<String>,
+    /// S3 settings for the fields a pipeline leaves empty (e.g. the cluster's MinIO).
+    pub s3: S3Spec,
+}
+
+/// The pipeline's S3 settings, each empty field taken from the installation's defaults.
+/// `pathStyle` is on when either turns it on.
+pub fn s3_settings(spec: &S3Spec, defaults: &S3Spec) -> S3Spec {
+    let given = |value: &Option<String>| value.clone().filter(|value| !value.is_empty());
+    S3Spec {
+        endpoint: given(&spec.endpoint).or_else(|| given(&defaults.endpoint)),
+        region: given(&spec.region).or_else(|| given(&defaults.region)),
+        path_style: spec.path_style || defaults.path_style,
+        credentials_secret: given(&spec.credentials_secret)
+            .or_else(|| given(&defaults.credentials_secret)),
+    }
 }
 
 /// What a Job needs beyond the resource: the run it belongs to, and the shard count
@@ -175,27 +190,23 @@ fn secret_env(name: &str, secret: &str, optional: bool) -> EnvVar {
 }
 
 /// Environment of the runner: S3 settings, and credentials only by reference.
-pub fn runner_env(pipeline: &FruitPipeline) -> Vec<EnvVar> {
-    let s3 = &pipeline.spec.s3;
+pub fn runner_env(pipeline: &FruitPipeline, defaults: &RunnerDefaults) -> Vec<EnvVar> {
+    let s3 = s3_settings(&pipeline.spec.s3, &defaults.s3);
     let mut vars = vec![
         env("TMPDIR", "/tmp"),
         env("FRUITPIPE_LOG_FORMAT", "json"),
         env("RUST_LOG", "info"),
     ];
-    if let Some(endpoint) = s3.endpoint.as_deref().filter(|value| !value.is_empty()) {
+    if let Some(endpoint) = s3.endpoint.as_deref() {
         vars.push(env("AWS_ENDPOINT_URL", endpoint));
     }
-    if let Some(region) = s3.region.as_deref().filter(|value| !value.is_empty()) {
+    if let Some(region) = s3.region.as_deref() {
         vars.push(env("AWS_REGION", region));
     }
     if s3.path_style {
         vars.push(env("FRUITPIPE_S3_PATH_STYLE", "true"));
     }
-    if let Some(secret) = s3
-        .credentials_secret
-        .as_deref()
-        .filter(|value| !value.is_empty())
-    {
+    if let Some(secret) = s3.credentials_secret.as_deref() {
         vars.push(secret_env("AWS_ACCESS_KEY_ID", secret, false));
         vars.push(secret_env("AWS_SECRET_ACCESS_KEY", secret, false));
         vars.push(secret_env("AWS_SESSION_TOKEN", secret, true));
@@ -263,7 +274,7 @@ fn pod_template(
             .clone()
             .or_else(|| defaults.image_pull_policy.clone()),
         args: Some(runner_args(pipeline, run, stage)),
-        env: Some(runner_env(pipeline)),
+        env: Some(runner_env(pipeline, defaults)),
         resources: runner.resources.clone(),
         termination_message_path: Some(TERMINATION_LOG.into()),
         // A crash before the runner writes its result still leaves the log's tail.

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use clap::Parser;
+use fruitpipe_operator::api::S3Spec;
 use fruitpipe_operator::controller::{self, Context};
 use fruitpipe_operator::jobs::RunnerDefaults;
 use fruitpipe_operator::metrics::Metrics;
@@ -33,6 +34,19 @@ struct Args {
     /// Service account of pipeline pods that do not name one (e.g. the IRSA one)
     #[arg(long, env = "FRUITPIPE_RUNNER_SERVICE_ACCOUNT")]
     runner_service_account: Option<String>,
+    /// S3 endpoint for pipelines that do not name one (e.g. the cluster's MinIO)
+    #[arg(long, env = "FRUITPIPE_S3_ENDPOINT")]
+    s3_endpoint: Option<String>,
+    /// S3 region for pipelines that do not name one
+    #[arg(long, env = "FRUITPIPE_S3_REGION")]
+    s3_region: Option<String>,
+    /// Path-style S3 addressing for every pipeline (MinIO needs it)
+    #[arg(long, env = "FRUITPIPE_S3_PATH_STYLE")]
+    s3_path_style: bool,
+    /// Secret with S3 credentials for pipelines that do not name one; it must exist in
+    /// each pipeline's namespace
+    #[arg(long, env = "FRUITPIPE_S3_CREDENTIALS_SECRET")]
+    s3_credentials_secret: Option<String>,
     /// Address of /metrics, /healthz and /readyz
     #[arg(long, env = "FRUITPIPE_HTTP_ADDRESS", default_value = "0.0.0.0:8080")]
     http_address: SocketAddr,
@@ -64,6 +78,12 @@ async fn main() -> anyhow::Result<()> {
         image: args.runner_image,
         image_pull_policy: args.runner_pull_policy,
         service_account: args.runner_service_account,
+        s3: S3Spec {
+            endpoint: args.s3_endpoint,
+            region: args.s3_region,
+            path_style: args.s3_path_style,
+            credentials_secret: args.s3_credentials_secret,
+        },
     };
     let ctx = Arc::new(Context::new(client, defaults, Arc::clone(&metrics)));
 

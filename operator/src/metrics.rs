@@ -122,4 +122,49 @@ mod tests {
         );
         assert!(text.trim_end().ends_with("# EOF"));
     }
+
+    fn pipeline_in(name: &str, phase: Option<Phase>) -> FruitPipeline {
+        let mut pipeline: FruitPipeline = serde_json::from_value(serde_json::json!({
+            "apiVersion": "fruitpipe.dev/v1alpha1",
+            "kind": "FruitPipeline",
+            "metadata": { "name": name, "namespace": "fruit" },
+            "spec": {
+                "input": "s3://fruit/in",
+                "output": "s3://fruit/out",
+                "model": { "uri": "s3://fruit/model.onnx" }
+            }
+        }))
+        .unwrap();
+        if let Some(phase) = phase {
+            pipeline.status = Some(crate::api::FruitPipelineStatus {
+                phase,
+                ..Default::default()
+            });
+        }
+        pipeline
+    }
+
+    #[test]
+    fn counts_pipelines_by_phase_from_the_cache() {
+        let (store, mut writer) = kube::runtime::reflector::store::<FruitPipeline>();
+        for pipeline in [
+            pipeline_in("new", None),
+            pipeline_in("a", Some(Phase::Extracting)),
+            pipeline_in("b", Some(Phase::Extracting)),
+            pipeline_in("c", Some(Phase::Failed)),
+        ] {
+            writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(pipeline));
+        }
+        let metrics = Metrics::default();
+        metrics.watch_phases(store);
+        let text = metrics.render();
+        for line in [
+            r#"fruitpipe_operator_pipelines{phase="Pending"} 1"#,
+            r#"fruitpipe_operator_pipelines{phase="Extracting"} 2"#,
+            r#"fruitpipe_operator_pipelines{phase="Failed"} 1"#,
+            r#"fruitpipe_operator_pipelines{phase="Succeeded"} 0"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "no '{line}' in:\n{text}");
+        }
+    }
 }

@@ -14,12 +14,8 @@ use hyper_util::server::conn::auto::Builder;
 
 use crate::metrics::Metrics;
 
-fn respond(
-    request: &Request<Incoming>,
-    metrics: &Metrics,
-    ready: &AtomicBool,
-) -> Response<Full<Bytes>> {
-    let (status, body) = match request.uri().path() {
+fn respond(path: &str, metrics: &Metrics, ready: &AtomicBool) -> Response<Full<Bytes>> {
+    let (status, body) = match path {
         "/metrics" => (StatusCode::OK, metrics.render()),
         "/healthz" => (StatusCode::OK, "ok\n".to_string()),
         "/readyz" if ready.load(Ordering::SeqCst) => (StatusCode::OK, "ready\n".to_string()),
@@ -29,7 +25,7 @@ fn respond(
         ),
         _ => (StatusCode::NOT_FOUND, "not found\n".to_string()),
     };
-    let content_type = if request.uri().path() == "/metrics" {
+    let content_type = if path == "/metrics" {
         "application/openmetrics-text; version=1.0.0; charset=utf-8"
     } else {
         "text/plain; charset=utf-8"
@@ -52,8 +48,8 @@ pub async fn serve(
     loop {
         let (socket, _) = listener.accept().await?;
         let (metrics, ready) = (Arc::clone(&metrics), Arc::clone(&ready));
-        let service = hyper::service::service_fn(move |request| {
-            let response = respond(&request, &metrics, &ready);
+        let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+            let response = respond(request.uri().path(), &metrics, &ready);
             async move { Ok::<_, Infallible>(response) }
         });
         tokio::spawn(async move {
@@ -61,5 +57,40 @@ pub async fn serve(
                 .serve_connection(TokioIo::new(socket), service)
                 .await;
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::BodyExt;
+
+    use super::*;
+
+    async fn get(path: &str, ready: bool) -> (StatusCode, String) {
+        let response = respond(path, &Metrics::default(), &AtomicBool::new(ready));
+        let status = response.status();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn health_is_always_ok_and_readiness_waits_for_the_cache() {
+        assert_eq!(get("/healthz", false).await.0, StatusCode::OK);
+        assert_eq!(
+            get("/readyz", false).await.0,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(get("/readyz", true).await.0, StatusCode::OK);
+        assert_eq!(get("/nowhere", true).await.0, StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn metrics_are_served_in_prometheus_text_format() {
+        let (status, body) = get("/metrics", true).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(
+            body.contains("# TYPE fruitpipe_operator_reconciles counter"),
+            "{body}"
+        );
     }
 }

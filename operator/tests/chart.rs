@@ -248,9 +248,51 @@ fn the_operator_deployment_is_probed_and_locked_down() {
 }
 
 #[test]
+fn s3_defaults_reach_the_operator_only_when_set() {
+    let operator_env = |extra: &[&str]| -> Vec<(String, String)> {
+        let manifests = render(extra);
+        let deployment: Deployment = round_trip(
+            manifests
+                .iter()
+                .find(|manifest| manifest["kind"] == "Deployment")
+                .unwrap(),
+        );
+        let pod = deployment.spec.unwrap().template.spec.unwrap();
+        pod.containers[0]
+            .env
+            .clone()
+            .unwrap()
+            .into_iter()
+            .filter(|var| var.name.starts_with("FRUITPIPE_S3_"))
+            .map(|var| (var.name, var.value.unwrap_or_default()))
+            .collect()
+    };
+    assert_eq!(operator_env(&[]), []);
+    let set = operator_env(&[
+        "--set",
+        "runner.s3.endpoint=http://minio.storage.svc:9000",
+        "--set",
+        "runner.s3.pathStyle=true",
+        "--set",
+        "runner.s3.credentialsSecret=minio-credentials",
+    ]);
+    assert_eq!(
+        set,
+        [
+            ("FRUITPIPE_S3_ENDPOINT", "http://minio.storage.svc:9000"),
+            ("FRUITPIPE_S3_PATH_STYLE", "true"),
+            ("FRUITPIPE_S3_CREDENTIALS_SECRET", "minio-credentials"),
+        ]
+        .map(|(name, value)| (name.to_string(), value.to_string()))
+    );
+}
+
+#[test]
 fn wrong_values_fail_at_install_time() {
     for bad in [
         "operator.logFormat=xml",
+        "runner.s3.endpoint=minio:9000",
+        "runner.s3.credentialsSecret=Not_A_Name",
         "image.pullPolicy=Sometimes",
         "metrics.port=0",
         "nonsense=1",

@@ -193,3 +193,51 @@ fn stage_arguments_carry_the_spec() {
         )
     );
 }
+
+#[test]
+fn empty_s3_fields_take_the_installation_defaults() {
+    let env = |spec: serde_json::Value| -> Vec<(String, String)> {
+        let mut installation = defaults();
+        installation.s3 = serde_json::from_value(serde_json::json!({
+            "endpoint": "http://minio.storage.svc:9000",
+            "region": "eu-west-3",
+            "pathStyle": true,
+            "credentialsSecret": "cluster-s3"
+        }))
+        .unwrap();
+        let job = render(&pipeline(spec), RUN, Stage::Plan, &installation);
+        job.spec.unwrap().template.spec.unwrap().containers[0]
+            .env
+            .clone()
+            .unwrap()
+            .into_iter()
+            .filter(|var| var.name.starts_with("AWS_") || var.name.contains("S3"))
+            .map(|var| {
+                let value = var
+                    .value
+                    .unwrap_or_else(|| var.value_from.unwrap().secret_key_ref.unwrap().name);
+                (var.name, value)
+            })
+            .collect()
+    };
+    let pair = |name: &str, value: &str| (name.to_string(), value.to_string());
+
+    let mut spec = example_spec();
+    spec["s3"] = serde_json::json!({});
+    assert_eq!(
+        env(spec),
+        [
+            pair("AWS_ENDPOINT_URL", "http://minio.storage.svc:9000"),
+            pair("AWS_REGION", "eu-west-3"),
+            pair("FRUITPIPE_S3_PATH_STYLE", "true"),
+            pair("AWS_ACCESS_KEY_ID", "cluster-s3"),
+            pair("AWS_SECRET_ACCESS_KEY", "cluster-s3"),
+            pair("AWS_SESSION_TOKEN", "cluster-s3"),
+        ]
+    );
+    // What the pipeline names wins.
+    let named = env(example_spec());
+    assert!(named.contains(&pair("AWS_ENDPOINT_URL", "http://minio.fruitpipe.svc:9000")));
+    assert!(named.contains(&pair("AWS_REGION", "us-east-1")));
+    assert!(named.contains(&pair("AWS_ACCESS_KEY_ID", "fruitpipe-s3")));
+}

@@ -43,6 +43,9 @@ struct Objects {
 enum Fault {
     /// The process is killed mid-run (OOM kill, node crash): a failed attempt.
     Kill,
+    /// The pod is evicted mid-run (a spot node reclaimed, a drain): killed, with the
+    /// `DisruptionTarget` condition the kubelet sets.
+    Evict,
 }
 
 struct Cluster {
@@ -224,6 +227,39 @@ fn fruitpipe_binary() -> PathBuf {
 struct PodRun {
     exit_code: i32,
     message: String,
+    disrupted: bool,
+}
+
+/// What a Job's podFailurePolicy does with a failed pod: its first matching rule's action,
+/// else `Count` (one more failure against the backoff limit).
+fn failure_action(job: &Value, run: &PodRun) -> String {
+    let matches = |rule: &Value| {
+        let by_exit_code = rule["onExitCodes"]["values"]
+            .as_array()
+            .is_some_and(|codes| {
+                let listed = codes.contains(&json!(run.exit_code));
+                match rule["onExitCodes"]["operator"].as_str() {
+                    Some("In") => listed,
+                    Some("NotIn") => !listed,
+                    other => panic!("unknown operator {other:?}"),
+                }
+            });
+        let by_condition = rule["onPodConditions"].as_array().is_some_and(|patterns| {
+            run.disrupted
+                && patterns
+                    .iter()
+                    .any(|pattern| pattern["type"] == "DisruptionTarget")
+        });
+        by_exit_code || by_condition
+    };
+    job["spec"]["podFailurePolicy"]["rules"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|rule| matches(rule))
+        .map_or("Count".into(), |rule| {
+            rule["action"].as_str().unwrap().to_string()
+        })
 }
 
 impl Cluster {
@@ -316,7 +352,7 @@ impl Cluster {
             .faults
             .get(&(stage.clone(), index.unwrap_or(0), attempt))
         {
-            Some(Fault::Kill) => {
+            Some(Fault::Kill | Fault::Evict) => {
                 let mut child = command.spawn().unwrap();
                 std::thread::sleep(Duration::from_millis(300));
                 let _ = child.kill();
@@ -343,7 +379,16 @@ impl Cluster {
             "pod {stage}[{}] attempt {attempt}: exit {exit_code}: {message}",
             index.map_or("-".into(), |i| i.to_string())
         );
-        PodRun { exit_code, message }
+        let disrupted = matches!(
+            self.faults
+                .get(&(stage.clone(), index.unwrap_or(0), attempt)),
+            Some(Fault::Evict)
+        );
+        PodRun {
+            exit_code,
+            message,
+            disrupted,
+        }
     }
 
     fn record_pod(&self, job: &Value, index: Option<u32>, attempt: u32, run: &PodRun) {
@@ -359,30 +404,19 @@ impl Cluster {
         } else {
             "Failed"
         };
+        let conditions = if run.disrupted {
+            json!([{ "type": "DisruptionTarget", "status": "True", "reason": "EvictionByEvictionAPI" }])
+        } else {
+            json!([])
+        };
         self.objects.lock().unwrap().pods.push(json!({
             "apiVersion": "v1", "kind": "Pod",
             "metadata": { "name": format!("{name}-{}-{attempt}", index.unwrap_or(0)), "namespace": NAMESPACE, "labels": labels, "annotations": annotations },
-            "status": { "phase": phase, "containerStatuses": [{
+            "status": { "phase": phase, "conditions": conditions, "containerStatuses": [{
                 "name": "fruitpipe", "image": "fruitpipe", "imageID": "", "ready": false, "restartCount": 0,
                 "state": { "terminated": { "exitCode": run.exit_code, "message": run.message } }
             }]}
         }));
-    }
-
-    /// Exit codes the Job's podFailurePolicy turns into an immediate Job failure.
-    fn fails_job_at_once(job: &Value, exit_code: i32) -> bool {
-        job["spec"]["podFailurePolicy"]["rules"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|rule| {
-                rule["action"] == "FailJob"
-                    && rule["onExitCodes"]["operator"] == "In"
-                    && rule["onExitCodes"]["values"]
-                        .as_array()
-                        .unwrap()
-                        .contains(&json!(exit_code))
-            })
     }
 
     /// Plays the Job controller once: every unfinished, unsuspended Job gets its pods run.
@@ -418,15 +452,20 @@ impl Cluster {
 
     fn run_single(&mut self, job: &Value) -> Value {
         let limit = job["spec"]["backoffLimit"].as_u64().unwrap_or(6) as u32;
-        let mut failures = 0;
+        let (mut failures, mut attempt) = (0, 0);
         loop {
+            attempt += 1;
             let run = self.run_pod(job, None);
-            self.record_pod(job, None, failures + 1, &run);
+            self.record_pod(job, None, attempt, &run);
             if run.exit_code == 0 {
                 return json!({ "succeeded": 1, "conditions": [{ "type": "Complete", "status": "True" }] });
             }
-            if Self::fails_job_at_once(job, run.exit_code) {
-                return json!({ "failed": failures + 1, "conditions": [{ "type": "Failed", "status": "True", "reason": "PodFailurePolicy", "message": "Container fruitpipe failed with exit code 2" }] });
+            match failure_action(job, &run).as_str() {
+                "FailJob" => {
+                    return json!({ "failed": failures + 1, "conditions": [{ "type": "Failed", "status": "True", "reason": "PodFailurePolicy", "message": format!("Container fruitpipe failed with exit code {}", run.exit_code) }] });
+                }
+                "Ignore" => continue,
+                _ => {}
             }
             failures += 1;
             if failures > limit {
@@ -441,19 +480,24 @@ impl Cluster {
         let max_failed = job["spec"]["maxFailedIndexes"].as_u64().unwrap_or(u64::MAX);
         let (mut completed, mut failed) = (Vec::new(), Vec::new());
         for index in 0..completions {
-            let mut failures = 0;
+            let (mut failures, mut attempt) = (0, 0);
             loop {
+                attempt += 1;
                 let run = self.run_pod(job, Some(index));
-                self.record_pod(job, Some(index), failures + 1, &run);
+                self.record_pod(job, Some(index), attempt, &run);
                 if run.exit_code == 0 {
                     completed.push(index);
                     break;
                 }
-                if Self::fails_job_at_once(job, run.exit_code) {
-                    return json!({
-                        "completedIndexes": list(&completed), "failedIndexes": list(&[index]),
-                        "conditions": [{ "type": "Failed", "status": "True", "reason": "PodFailurePolicy", "message": format!("Container fruitpipe for index {index} failed with exit code {}", run.exit_code) }]
-                    });
+                match failure_action(job, &run).as_str() {
+                    "FailJob" => {
+                        return json!({
+                            "completedIndexes": list(&completed), "failedIndexes": list(&[index]),
+                            "conditions": [{ "type": "Failed", "status": "True", "reason": "PodFailurePolicy", "message": format!("Container fruitpipe for index {index} failed with exit code {}", run.exit_code) }]
+                        });
+                    }
+                    "Ignore" => continue,
+                    _ => {}
                 }
                 failures += 1;
                 if failures > limit {
@@ -477,6 +521,7 @@ impl Cluster {
             image: "fruitpipe:test".into(),
             image_pull_policy: None,
             service_account: None,
+            s3: Default::default(),
         };
         let ctx = Arc::new(Context::new(
             client(Arc::clone(&self.objects)),
@@ -610,6 +655,37 @@ async fn an_index_that_fails_once_is_retried_and_the_csv_is_the_same() {
         csv_rows(&server) == expected,
         "the retried run's CSV differs"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_evicted_pod_does_not_use_up_a_retry() {
+    let root = tempfile::tempdir().unwrap();
+    let server = s3_with_photos(root.path());
+    let mut pipeline = pipeline_for(&server, "s3://fruits/models/features.onnx");
+    pipeline.spec.retries = 0;
+    let mut cluster = Cluster::new(&pipeline);
+    // Index 0 is evicted twice (a spot node reclaimed, then a drain) before it runs whole.
+    for attempt in [1, 2] {
+        cluster
+            .faults
+            .insert(("extract".into(), 0, attempt), Fault::Evict);
+    }
+    let pipeline = cluster.run_to_completion().await;
+    let status = pipeline.status.unwrap();
+    assert_eq!(status.phase, Phase::Succeeded, "{:?}", status.conditions);
+    assert_eq!(cluster.attempts[&("extract".to_string(), 0)], 3);
+    assert_eq!(status.shards.failed, 0);
+
+    // The same kill without the disruption condition is a real failure: with no retries
+    // left the pipeline fails, naming the shard.
+    std::fs::remove_dir_all(server.root.join("fruits/out")).unwrap();
+    let mut pipeline = pipeline_for(&server, "s3://fruits/models/features.onnx");
+    pipeline.spec.retries = 0;
+    let mut cluster = Cluster::new(&pipeline);
+    cluster.faults.insert(("extract".into(), 0, 1), Fault::Kill);
+    let status = cluster.run_to_completion().await.status.unwrap();
+    assert_eq!(status.phase, Phase::Failed);
+    assert_eq!(status.shards.failed, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

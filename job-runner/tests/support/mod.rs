@@ -115,23 +115,52 @@ pub fn read_csv(path: &Path) -> Vec<Vec<String>> {
 /// A minimal ONNX model, `y = Identity(x)`, with the given input shape (`-1` = dynamic):
 /// a real model the runner must refuse when the shape is not an image batch.
 pub fn identity_onnx(shape: &[i64]) -> Vec<u8> {
-    fn varint(mut value: u64, out: &mut Vec<u8>) {
+    one_node_onnx("Identity", &[], shape, shape)
+}
+
+/// A minimal ONNX model, `y = ReduceMean(x, axes=[3], keepdims=0)`: it takes an image batch
+/// `[N, 3, H, W]` but gives a 3-D output, which is neither features nor a feature map.
+pub fn three_d_output_onnx(height: i64, width: i64) -> Vec<u8> {
+    let mut axes = Vec::new();
+    onnx::field(1, b"axes", &mut axes);
+    onnx::int(8, 3, &mut axes); // ints
+    onnx::int(20, 7, &mut axes); // type INTS
+    let mut keepdims = Vec::new();
+    onnx::field(1, b"keepdims", &mut keepdims);
+    onnx::int(3, 0, &mut keepdims); // i
+    onnx::int(20, 2, &mut keepdims); // type INT
+    one_node_onnx(
+        "ReduceMean",
+        &[axes, keepdims],
+        &[-1, 3, height, width],
+        &[-1, 3, height],
+    )
+}
+
+/// Protocol-buffer encoding, just enough for [`one_node_onnx`].
+mod onnx {
+    pub fn varint(mut value: u64, out: &mut Vec<u8>) {
         while value >= 0x80 {
             out.push((value as u8) | 0x80);
             value >>= 7;
         }
         out.push(value as u8);
     }
-    fn field(number: u32, payload: &[u8], out: &mut Vec<u8>) {
+    pub fn field(number: u32, payload: &[u8], out: &mut Vec<u8>) {
         varint(u64::from(number << 3 | 2), out);
         varint(payload.len() as u64, out);
         out.extend_from_slice(payload);
     }
-    fn int(number: u32, value: u64, out: &mut Vec<u8>) {
+    pub fn int(number: u32, value: u64, out: &mut Vec<u8>) {
         varint(u64::from(number << 3), out);
         varint(value, out);
     }
-    let value_info = |name: &str| {
+}
+
+/// An ONNX model of one float32 node `y = op(x)` with encoded `attributes`.
+fn one_node_onnx(op: &str, attributes: &[Vec<u8>], input: &[i64], output: &[i64]) -> Vec<u8> {
+    use onnx::{field, int};
+    let value_info = |name: &str, shape: &[i64]| {
         let mut dims = Vec::new();
         for &size in shape {
             let mut dim = Vec::new();
@@ -155,12 +184,15 @@ pub fn identity_onnx(shape: &[i64]) -> Vec<u8> {
     let mut node = Vec::new();
     field(1, b"x", &mut node);
     field(2, b"y", &mut node);
-    field(4, b"Identity", &mut node);
+    field(4, op.as_bytes(), &mut node);
+    for attribute in attributes {
+        field(5, attribute, &mut node);
+    }
     let mut graph = Vec::new();
     field(1, &node, &mut graph);
-    field(2, b"identity", &mut graph);
-    field(11, &value_info("x"), &mut graph);
-    field(12, &value_info("y"), &mut graph);
+    field(2, b"one-node", &mut graph);
+    field(11, &value_info("x", input), &mut graph);
+    field(12, &value_info("y", output), &mut graph);
     let mut opset = Vec::new();
     int(2, 13, &mut opset);
     let mut model = Vec::new();

@@ -49,5 +49,6 @@ pub fn defaults() -> RunnerDefaults {
         image: "fruitpipe:test".into(),
         image_pull_policy: Some("IfNotPresent".into()),
         service_account: Some("fruitpipe-runner".into()),
+        s3: Default::default(),
     }
 }
