@@ -1,6 +1,7 @@
 //! The Kubernetes permissions the operator needs, and no more. The Helm chart's ClusterRole
 //! must grant exactly these (a test renders the chart and compares), and the cluster
-//! simulation checks that every call the reconciler makes is covered.
+//! simulation checks both ways: every call the reconciler makes is granted, and every grant
+//! is used.
 
 /// One RBAC rule: verbs on a resource of an API group.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

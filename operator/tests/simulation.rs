@@ -11,7 +11,7 @@ mod common;
 #[path = "../../job-runner/tests/support/s3_server.rs"]
 mod s3_server;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -36,6 +36,8 @@ struct Objects {
     jobs: BTreeMap<String, Value>,
     pods: Vec<Value>,
     events: Vec<Value>,
+    /// Every (verb, API group, resource) the operator called.
+    used: BTreeSet<(String, String, String)>,
 }
 
 /// A fault the harness injects into one attempt of one pod.
@@ -125,6 +127,7 @@ fn api_server(
         "the operator called {verb} on {group}/{resource}, which its RBAC does not grant"
     );
     let mut objects = objects.lock().unwrap();
+    objects.used.insert((verb, group, resource));
     let jobs = format!("/apis/batch/v1/namespaces/{NAMESPACE}/jobs");
     let pipelines = format!("/apis/fruitpipe.dev/v1alpha1/namespaces/{NAMESPACE}/fruitpipelines/");
     match (method.as_str(), path) {
@@ -515,24 +518,41 @@ impl Cluster {
         json!({ "completedIndexes": list(&completed), "succeeded": completed.len(), "conditions": [{ "type": "Complete", "status": "True" }] })
     }
 
-    /// Reconciles and plays the cluster until the pipeline finishes.
-    async fn run_to_completion(&mut self) -> FruitPipeline {
+    /// The operator's context, talking to this cluster's API server.
+    fn operator(&self) -> Arc<Context> {
         let defaults = RunnerDefaults {
             image: "fruitpipe:test".into(),
             image_pull_policy: None,
             service_account: None,
             s3: Default::default(),
         };
-        let ctx = Arc::new(Context::new(
+        Arc::new(Context::new(
             client(Arc::clone(&self.objects)),
             defaults,
             Arc::new(Metrics::default()),
-        ));
+        ))
+    }
+
+    async fn reconcile(&self, operator: &Arc<Context>) -> FruitPipeline {
+        reconcile(Arc::new(self.pipeline()), Arc::clone(operator))
+            .await
+            .expect("reconcile");
+        self.pipeline()
+    }
+
+    /// A user's edit of the spec: the API server bumps the generation.
+    fn edit_spec(&self, field: &str, value: Value) {
+        let pipeline = &mut self.objects.lock().unwrap().pipeline;
+        pipeline["spec"][field] = value;
+        let generation = pipeline["metadata"]["generation"].as_i64().unwrap_or(1);
+        pipeline["metadata"]["generation"] = json!(generation + 1);
+    }
+
+    /// Reconciles and plays the cluster until the pipeline finishes.
+    async fn run_to_completion(&mut self) -> FruitPipeline {
+        let operator = self.operator();
         for _ in 0..20 {
-            reconcile(Arc::new(self.pipeline()), Arc::clone(&ctx))
-                .await
-                .expect("reconcile");
-            let pipeline = self.pipeline();
+            let pipeline = self.reconcile(&operator).await;
             if pipeline
                 .status
                 .as_ref()
@@ -732,4 +752,72 @@ async fn a_bad_model_uri_fails_fast_with_a_clear_condition() {
     // Exit code 2 fails the Job at once: one attempt, no retries.
     assert_eq!(cluster.attempts[&("extract".to_string(), 0)], 1);
     assert!(!server.root.join("fruits/out/features_pca.csv").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallelism_and_suspend_apply_to_the_running_extract_job() {
+    let root = tempfile::tempdir().unwrap();
+    let server = s3_with_photos(root.path());
+    let mut cluster = Cluster::new(&pipeline_for(&server, "s3://fruits/models/features.onnx"));
+    let operator = cluster.operator();
+    cluster.reconcile(&operator).await;
+    tokio::task::block_in_place(|| cluster.step()); // the plan pod runs
+    let pipeline = cluster.reconcile(&operator).await;
+    assert_eq!(pipeline.status.unwrap().phase, Phase::Extracting);
+    let extract_job = |cluster: &Cluster| {
+        let objects = cluster.objects.lock().unwrap();
+        objects
+            .jobs
+            .values()
+            .find(|job| job["spec"]["completionMode"] == "Indexed")
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(extract_job(&cluster)["spec"]["parallelism"], 2);
+
+    cluster.edit_spec("parallelism", json!(1));
+    cluster.edit_spec("suspend", json!(true));
+    let pipeline = cluster.reconcile(&operator).await;
+    assert_eq!(pipeline.status.unwrap().phase, Phase::Suspended);
+    let job = extract_job(&cluster);
+    assert_eq!(
+        (&job["spec"]["parallelism"], &job["spec"]["suspend"]),
+        (&json!(1), &json!(true))
+    );
+    tokio::task::block_in_place(|| cluster.step());
+    assert!(
+        !cluster.attempts.contains_key(&("extract".to_string(), 0)),
+        "a suspended Job ran pods"
+    );
+
+    cluster.edit_spec("suspend", json!(false));
+    let pipeline = cluster.run_to_completion().await;
+    assert_eq!(pipeline.status.unwrap().phase, Phase::Succeeded);
+    assert_eq!(extract_job(&cluster)["spec"]["suspend"], false);
+
+    // The RBAC rules grant what this run used, plus what only the controller's watch
+    // streams (which this harness replaces by calling reconcile) and the event recorder's
+    // series updates (a repeated event) use. A grant outside both lists fails here.
+    let mut used = cluster.objects.lock().unwrap().used.clone();
+    for (verb, group, resource) in [
+        ("list", "fruitpipe.dev", "fruitpipelines"),
+        ("watch", "fruitpipe.dev", "fruitpipelines"),
+        ("watch", "batch", "jobs"),
+        ("patch", "events.k8s.io", "events"),
+    ] {
+        used.insert((verb.into(), group.into(), resource.into()));
+    }
+    let granted: BTreeSet<(String, String, String)> = fruitpipe_operator::rbac::RULES
+        .iter()
+        .flat_map(|rule| {
+            rule.verbs.iter().map(|verb| {
+                (
+                    verb.to_string(),
+                    rule.api_group.to_string(),
+                    rule.resource.to_string(),
+                )
+            })
+        })
+        .collect();
+    assert_eq!(granted, used);
 }
