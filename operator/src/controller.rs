@@ -26,6 +26,8 @@ use crate::status::{JobState, Outcome, job_state, set_condition};
 
 /// How often a running pipeline is looked at even when nothing changes.
 const RESYNC: Duration = Duration::from_secs(60);
+/// How long a Job may exist without a single pod before the pipeline says so.
+pub const POD_CREATION_GRACE: Duration = Duration::from_secs(180);
 pub const FIELD_MANAGER: &str = "fruitpipe-operator";
 
 #[derive(Debug, thiserror::Error)]
@@ -167,6 +169,7 @@ pub fn decide(pipeline: &FruitPipeline, observed: &Observed, now: &Time) -> Deci
     match &plan.outcome {
         Outcome::Running => {
             status.phase = Phase::Planning;
+            watch_pod_creation(&mut decision, &mut status, plan, generation, now);
             return finish(decision, &old, status);
         }
         Outcome::Failed { .. } => {
@@ -247,6 +250,7 @@ pub fn decide(pipeline: &FruitPipeline, observed: &Observed, now: &Time) -> Deci
             status.phase = if pipeline.spec.suspend {
                 Phase::Suspended
             } else {
+                watch_pod_creation(&mut decision, &mut status, extract, generation, now);
                 Phase::Extracting
             };
             return finish(decision, &old, status);
@@ -289,7 +293,10 @@ pub fn decide(pipeline: &FruitPipeline, observed: &Observed, now: &Time) -> Deci
         return finish(decision, &old, status);
     };
     match &fit.outcome {
-        Outcome::Running => status.phase = Phase::Fitting,
+        Outcome::Running => {
+            status.phase = Phase::Fitting;
+            watch_pod_creation(&mut decision, &mut status, fit, generation, now);
+        }
         Outcome::Failed { .. } => {
             let why = fit.failure().unwrap_or_default();
             fail_stage(&mut status, "FitFailed", "fit", &why, generation, now);
@@ -326,6 +333,62 @@ pub fn decide(pipeline: &FruitPipeline, observed: &Observed, now: &Time) -> Deci
         }
     }
     finish(decision, &old, status)
+}
+
+/// Says so in the status (condition `PodsCreated`) and with a Warning event when a running
+/// Job has had no pod for [`POD_CREATION_GRACE`]. The Job controller reports why only in the
+/// Job's own events (a missing ServiceAccount, a ResourceQuota, an admission policy), which
+/// users watching the FruitPipeline would not see.
+fn watch_pod_creation(
+    decision: &mut Decision,
+    status: &mut FruitPipelineStatus,
+    job: &JobState,
+    generation: Option<i64>,
+    now: &Time,
+) {
+    let was_stuck = status
+        .conditions
+        .iter()
+        .any(|condition| condition.type_ == "PodsCreated" && condition.status == "False");
+    if job.has_pods || job.suspended {
+        if was_stuck {
+            let message = format!("Job {} has pods", job.name);
+            set_condition(
+                &mut status.conditions,
+                "PodsCreated",
+                true,
+                "PodsCreated",
+                &message,
+                generation,
+                now,
+            );
+        }
+        return;
+    }
+    let Some(created) = &job.created else { return };
+    let waited = now.0.duration_since(created.0).as_secs();
+    if waited < POD_CREATION_GRACE.as_secs() as i64 {
+        return;
+    }
+    let message = format!(
+        "Job {name} has created no pod since {created}; `kubectl describe job {name}` says why \
+         (often: the pods' ServiceAccount does not exist in this namespace, a ResourceQuota, \
+         or an admission policy)",
+        name = job.name,
+        created = created.0,
+    );
+    set_condition(
+        &mut status.conditions,
+        "PodsCreated",
+        false,
+        "PodsNotCreated",
+        &message,
+        generation,
+        now,
+    );
+    if !was_stuck {
+        decision.event = Some((EventType::Warning, "PodsNotCreated".into(), message));
+    }
 }
 
 fn fail_stage(

@@ -47,6 +47,9 @@ pub struct JobState {
     pub results: Vec<RunnerResult>,
     /// The most telling error message of a failed pod, if any.
     pub pod_error: Option<String>,
+    pub created: Option<Time>,
+    /// Whether any pod of the Job exists or existed.
+    pub has_pods: bool,
 }
 
 impl JobState {
@@ -170,6 +173,11 @@ pub fn job_state(job: &Job, pods: &[&Pod]) -> JobState {
         failed_indexes: count_indexes(status.failed_indexes.as_deref()),
         results: results.into_iter().map(|(_, result)| result).collect(),
         pod_error,
+        created: job.metadata.creation_timestamp.clone(),
+        has_pods: !pods.is_empty()
+            || [status.active, status.ready, status.succeeded, status.failed]
+                .iter()
+                .any(|count| count.unwrap_or(0) > 0),
     }
 }
 

@@ -643,3 +643,55 @@ async fn a_finished_pipeline_is_not_run_again() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_job_without_pods_for_minutes_is_reported() {
+    let pipeline = with_status(pipeline(example_spec()), Phase::Planning, 0);
+    let mut plan = job(&pipeline, Stage::Plan, 0, json!({}));
+    let long_ago =
+        k8s_openapi::jiff::Timestamp::now() - k8s_openapi::jiff::SignedDuration::from_secs(600);
+    plan.metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        long_ago,
+    ));
+    let seen = pipeline.clone();
+    reconcile_with(pipeline, |mut api| async move {
+        api.list_jobs(vec![plan]).await;
+        api.list_pods(vec![]).await;
+        let status = api.patch_status(&seen).await;
+        assert_eq!(status["phase"], "Planning");
+        let condition = status["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|condition| condition["type"] == "PodsCreated")
+            .expect("a PodsCreated condition")
+            .clone();
+        assert_eq!(condition["status"], "False");
+        let message = condition["message"].as_str().unwrap();
+        assert!(
+            message.contains("kubectl describe job fruits-360-g1-plan"),
+            "{message}"
+        );
+        let event = api.event().await;
+        assert_eq!(
+            (&event["type"], &event["reason"]),
+            (&json!("Warning"), &json!("PodsNotCreated"))
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_young_job_without_pods_is_left_alone() {
+    let pipeline = with_status(pipeline(example_spec()), Phase::Planning, 0);
+    let mut plan = job(&pipeline, Stage::Plan, 0, json!({}));
+    plan.metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        k8s_openapi::jiff::Timestamp::now(),
+    ));
+    // Nothing changed: no status patch, no event.
+    reconcile_with(pipeline, |mut api| async move {
+        api.list_jobs(vec![plan]).await;
+        api.list_pods(vec![]).await;
+    })
+    .await;
+}
