@@ -40,12 +40,14 @@ fn main() -> anyhow::Result<()> {
 
     let started = Instant::now();
     let mut done = 0;
+    let mut input = Vec::new();
     while done < images {
         let count = batch.min(images - done);
-        let input: Vec<f32> = (0..count)
-            .flat_map(|i| tensors[i % tensors.len()].iter().copied())
-            .collect();
-        model.features(input, count)?;
+        input.clear();
+        for i in 0..count {
+            input.extend_from_slice(&tensors[i % tensors.len()]);
+        }
+        model.features(&input, count)?;
         done += count;
     }
     let seconds = started.elapsed().as_secs_f64();

@@ -165,6 +165,9 @@ fn infer_in_batches(
         skipped: Vec::new(),
     };
     let mut pending: Vec<(Location, Vec<f32>)> = Vec::with_capacity(batch);
+    // One input buffer for every batch of the shard: a fresh one per batch (tens of MiB at
+    // 224) would be mapped and zeroed by the kernel each time.
+    let mut input = Vec::new();
     loop {
         let next = receiver.blocking_recv();
         let finished = next.is_none();
@@ -183,7 +186,7 @@ fn infer_in_batches(
         }
         if pending.len() == batch || (finished && !pending.is_empty()) {
             let count = pending.len() as u64;
-            run_batch(&mut model, &mut pending, &mut extracted)?;
+            run_batch(&mut model, &mut pending, &mut input, &mut extracted)?;
             progress.inc(count);
         }
         if finished {
@@ -196,10 +199,11 @@ fn infer_in_batches(
 fn run_batch(
     model: &mut Model,
     pending: &mut Vec<(Location, Vec<f32>)>,
+    input: &mut Vec<f32>,
     extracted: &mut Extracted,
 ) -> Result<()> {
     let count = pending.len();
-    let mut input = Vec::with_capacity(count * pending[0].1.len());
+    input.clear();
     for (_, tensor) in pending.iter() {
         input.extend_from_slice(tensor);
     }

@@ -5,7 +5,7 @@ use std::sync::OnceLock;
 
 use ort::environment::Environment;
 use ort::session::Session;
-use ort::value::Tensor;
+use ort::value::TensorRef;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -185,7 +185,7 @@ impl Model {
     fn learn_output_shape(&mut self, uri: &str) -> Result<()> {
         let blank = vec![0.0; self.info.preprocessing.tensor_len()];
         let (shape, _) = self
-            .run_raw(blank, 1)
+            .run_raw(&blank, 1)
             .map_err(|err| Error::Input(format!("{uri} fails on a single photo: {err}")))?;
         match shape.as_slice() {
             [1, dim] => self.info.dim = *dim as usize,
@@ -209,14 +209,15 @@ impl Model {
         Ok(())
     }
 
-    fn run_raw(&mut self, batch: Vec<f32>, count: usize) -> Result<(Vec<i64>, Vec<f32>)> {
+    fn run_raw(&mut self, batch: &[f32], count: usize) -> Result<(Vec<i64>, Vec<f32>)> {
         let size = self.info.preprocessing.size as i64;
         let shape: Vec<i64> = match self.info.preprocessing.layout {
             Layout::Nchw => vec![count as i64, 3, size, size],
             Layout::Nhwc => vec![count as i64, size, size, 3],
         };
-        let tensor =
-            Tensor::from_array((shape, batch)).map_err(|err| Error::Inference(err.to_string()))?;
+        // A view, not a copy: the caller reuses one buffer for every batch.
+        let tensor = TensorRef::from_array_view((shape, batch))
+            .map_err(|err| Error::Inference(err.to_string()))?;
         let outputs = self
             .session
             .run(ort::inputs![self.info.input.as_str() => tensor])
@@ -229,7 +230,7 @@ impl Model {
 
     /// Feature vectors for `count` preprocessed photos laid end to end in `batch`;
     /// returns `count * dim` floats, a row per photo.
-    pub fn features(&mut self, batch: Vec<f32>, count: usize) -> Result<Vec<f32>> {
+    pub fn features(&mut self, batch: &[f32], count: usize) -> Result<Vec<f32>> {
         let (shape, values) = self.run_raw(batch, count)?;
         if !self.output_is_spatial {
             return Ok(values);

@@ -20,7 +20,7 @@ fn top_class(model: &mut Model, photo: &std::path::Path) -> usize {
         .preprocessing
         .tensor_from_bytes(&bytes)
         .expect("a real photo decodes");
-    let logits = model.features(tensor, 1).unwrap();
+    let logits = model.features(&tensor, 1).unwrap();
     assert_eq!(logits.len(), 1000);
     (0..logits.len())
         .max_by(|&a, &b| logits[a].total_cmp(&logits[b]))
