@@ -212,13 +212,10 @@ impl Storage {
             .into_paginator()
             .send();
         while let Some(page) = pages.next().await {
-            let page = match page {
-                Ok(page) => {
-                    self.mark_reached();
-                    page
-                }
+            let page = match self.answered(page, &uri, "listing") {
+                Ok(page) => page,
                 Err(err) => {
-                    let _ = tx.send(Err(self.s3_error(err, &uri, "listing"))).await;
+                    let _ = tx.send(Err(err)).await;
                     return;
                 }
             };
@@ -246,16 +243,15 @@ impl Storage {
                 .map_err(|err| local_error(path, err)),
             Location::S3 { bucket, key } => {
                 let uri = location.to_string();
-                let response = self
+                let sent = self
                     .client()
                     .await
                     .get_object()
                     .bucket(bucket)
                     .key(key)
                     .send()
-                    .await
-                    .inspect(|_| self.mark_reached())
-                    .map_err(|err| self.s3_error(err, &uri, "download"))?;
+                    .await;
+                let response = self.answered(sent, &uri, "download")?;
                 let body = response
                     .body
                     .collect()
@@ -280,16 +276,16 @@ impl Storage {
             }
             Location::S3 { bucket, key } => {
                 let uri = location.to_string();
-                self.client()
+                let sent = self
+                    .client()
                     .await
                     .put_object()
                     .bucket(bucket)
                     .key(key)
                     .body(ByteStream::from(data))
                     .send()
-                    .await
-                    .inspect(|_| self.mark_reached())
-                    .map_err(|err| self.s3_error(err, &uri, "upload"))?;
+                    .await;
+                self.answered(sent, &uri, "upload")?;
                 Ok(())
             }
         }
@@ -321,14 +317,13 @@ impl Storage {
     async fn put_multipart(&self, bucket: &str, key: &str, source: &Path) -> Result<()> {
         let uri = format!("s3://{bucket}/{key}");
         let client = self.client().await;
-        let upload = client
+        let sent = client
             .create_multipart_upload()
             .bucket(bucket)
             .key(key)
             .send()
-            .await
-            .inspect(|_| self.mark_reached())
-            .map_err(|err| self.s3_error(err, &uri, "upload"))?;
+            .await;
+        let upload = self.answered(sent, &uri, "upload")?;
         let upload_id = upload.upload_id().unwrap_or_default().to_string();
         let result = self.upload_parts(bucket, key, &upload_id, source).await;
         if result.is_err() {
@@ -369,7 +364,7 @@ impl Storage {
                 break;
             }
             let number = parts.len() as i32 + 1;
-            let part = client
+            let sent = client
                 .upload_part()
                 .bucket(bucket)
                 .key(key)
@@ -377,9 +372,8 @@ impl Storage {
                 .part_number(number)
                 .body(ByteStream::from(chunk))
                 .send()
-                .await
-                .inspect(|_| self.mark_reached())
-                .map_err(|err| self.s3_error(err, &uri, "upload"))?;
+                .await;
+            let part = self.answered(sent, &uri, "upload")?;
             parts.push(
                 CompletedPart::builder()
                     .part_number(number)
@@ -387,7 +381,7 @@ impl Storage {
                     .build(),
             );
         }
-        client
+        let sent = client
             .complete_multipart_upload()
             .bucket(bucket)
             .key(key)
@@ -398,29 +392,37 @@ impl Storage {
                     .build(),
             )
             .send()
-            .await
-            .inspect(|_| self.mark_reached())
-            .map_err(|err| self.s3_error(err, &uri, "upload"))?;
+            .await;
+        self.answered(sent, &uri, "upload")?;
         Ok(())
     }
 }
 
 impl Storage {
-    fn mark_reached(&self) {
-        self.reached.store(true, Ordering::Relaxed);
-    }
-
-    /// [`s3_error`], except that once the endpoint has answered, losing the connection to
-    /// it is transient: a pod should retry, not fail its whole Job as for a wrong endpoint.
-    fn s3_error<E, R>(&self, err: SdkError<E, R>, uri: &str, action: &str) -> Error
+    /// The outcome of one S3 request, its error mapped by [`s3_error`]; except that once the
+    /// endpoint has answered, losing the connection to it is transient: a pod should retry,
+    /// not fail its whole Job as for a wrong endpoint.
+    fn answered<T, E, R>(
+        &self,
+        sent: std::result::Result<T, SdkError<E, R>>,
+        uri: &str,
+        action: &str,
+    ) -> Result<T>
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
         R: fmt::Debug + 'static,
     {
+        let err = match sent {
+            Ok(answer) => {
+                self.reached.store(true, Ordering::Relaxed);
+                return Ok(answer);
+            }
+            Err(err) => err,
+        };
         if matches!(err, SdkError::ServiceError(_)) {
-            self.mark_reached();
+            self.reached.store(true, Ordering::Relaxed);
         }
-        match s3_error(err, uri, action) {
+        Err(match s3_error(err, uri, action) {
             Error::Unreachable { uri, detail } if self.reached.load(Ordering::Relaxed) => {
                 Error::Transient {
                     what: format!("{action} of {uri} (the S3 endpoint stopped answering)"),
@@ -428,7 +430,7 @@ impl Storage {
                 }
             }
             other => other,
-        }
+        })
     }
 }
 

@@ -51,24 +51,31 @@ fn listing_more_than_a_thousand_objects_pages_through_all_of_them() {
 }
 
 fn run_over_s3(server: &S3Server, output: &str) -> std::process::Output {
-    run(server.fruitpipe().args([
-        "run",
-        "--input",
-        "s3://fruit/in",
-        "--output",
-        output,
-        "--model",
-        "s3://fruit/models/features.onnx",
-        "--size",
-        "100",
-        "--batch",
-        "8",
-        "--shard-size",
-        "10",
-        "--components",
-        "4",
-    ]))
+    run(server
+        .fruitpipe()
+        .args([
+            "run",
+            "--input",
+            "s3://fruit/in",
+            "--output",
+            output,
+            "--model",
+            "s3://fruit/models/features.onnx",
+        ])
+        .args(RUN_SETTINGS))
 }
+
+/// Small, fast settings shared by the S3 and the folder runs that are compared.
+const RUN_SETTINGS: [&str; 8] = [
+    "--size",
+    "100",
+    "--batch",
+    "8",
+    "--shard-size",
+    "10",
+    "--components",
+    "4",
+];
 
 fn bucket_with_photos(server: &S3Server) -> std::path::PathBuf {
     let bucket = server.bucket("fruit");
@@ -119,16 +126,7 @@ fn a_bucket_and_a_folder_give_the_same_result() {
         .arg(&output)
         .arg("--model")
         .arg(features_model())
-        .args([
-            "--size",
-            "100",
-            "--batch",
-            "8",
-            "--shard-size",
-            "10",
-            "--components",
-            "4",
-        ]));
+        .args(RUN_SETTINGS));
     assert_eq!(result.status.code(), Some(0));
     let prefix = format!(
         "{}/",

@@ -7,7 +7,7 @@ use std::process::Command;
 
 use fruitpipe_operator::rbac::RULES;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{Probe, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -165,6 +165,15 @@ fn the_cluster_role_grants_exactly_what_the_operator_uses() {
     assert_eq!(granted, needed);
 }
 
+fn operator_deployment(manifests: &[Value]) -> Deployment {
+    round_trip(
+        manifests
+            .iter()
+            .find(|manifest| manifest["kind"] == "Deployment")
+            .expect("the chart renders the operator Deployment"),
+    )
+}
+
 #[test]
 fn the_operator_deployment_is_probed_and_locked_down() {
     let manifests = render(&[
@@ -173,13 +182,7 @@ fn the_operator_deployment_is_probed_and_locked_down() {
         "--set",
         "runner.serviceAccount.annotations.eks\\.amazonaws\\.com/role-arn=arn:aws:iam::1:role/r",
     ]);
-    let deployment: Deployment = round_trip(
-        manifests
-            .iter()
-            .find(|manifest| manifest["kind"] == "Deployment")
-            .unwrap(),
-    );
-    let spec = deployment.spec.unwrap();
+    let spec = operator_deployment(&manifests).spec.unwrap();
     assert_eq!(spec.replicas, Some(1));
     let pod = spec.template.spec.unwrap();
     let container = &pod.containers[0];
@@ -187,28 +190,18 @@ fn the_operator_deployment_is_probed_and_locked_down() {
         container.image.as_deref(),
         Some("ghcr.io/fruitpipe/fruitpipe:1.2.3")
     );
+    let probe_path = |probe: &Option<Probe>| {
+        probe
+            .as_ref()
+            .and_then(|probe| probe.http_get.as_ref())
+            .and_then(|get| get.path.clone())
+    };
     assert_eq!(
-        container
-            .liveness_probe
-            .as_ref()
-            .unwrap()
-            .http_get
-            .as_ref()
-            .unwrap()
-            .path
-            .as_deref(),
+        probe_path(&container.liveness_probe).as_deref(),
         Some("/healthz")
     );
     assert_eq!(
-        container
-            .readiness_probe
-            .as_ref()
-            .unwrap()
-            .http_get
-            .as_ref()
-            .unwrap()
-            .path
-            .as_deref(),
+        probe_path(&container.readiness_probe).as_deref(),
         Some("/readyz")
     );
     let security = container.security_context.as_ref().unwrap();
@@ -250,13 +243,7 @@ fn the_operator_deployment_is_probed_and_locked_down() {
 #[test]
 fn s3_defaults_reach_the_operator_only_when_set() {
     let operator_env = |extra: &[&str]| -> Vec<(String, String)> {
-        let manifests = render(extra);
-        let deployment: Deployment = round_trip(
-            manifests
-                .iter()
-                .find(|manifest| manifest["kind"] == "Deployment")
-                .unwrap(),
-        );
+        let deployment = operator_deployment(&render(extra));
         let pod = deployment.spec.unwrap().template.spec.unwrap();
         pod.containers[0]
             .env

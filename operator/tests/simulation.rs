@@ -351,10 +351,11 @@ impl Cluster {
         command
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped());
-        let output = match self
+        let fault = self
             .faults
             .get(&(stage.clone(), index.unwrap_or(0), attempt))
-        {
+            .copied();
+        let output = match fault {
             Some(Fault::Kill | Fault::Evict) => {
                 let mut child = command.spawn().unwrap();
                 std::thread::sleep(Duration::from_millis(300));
@@ -382,15 +383,10 @@ impl Cluster {
             "pod {stage}[{}] attempt {attempt}: exit {exit_code}: {message}",
             index.map_or("-".into(), |i| i.to_string())
         );
-        let disrupted = matches!(
-            self.faults
-                .get(&(stage.clone(), index.unwrap_or(0), attempt)),
-            Some(Fault::Evict)
-        );
         PodRun {
             exit_code,
             message,
-            disrupted,
+            disrupted: matches!(fault, Some(Fault::Evict)),
         }
     }
 
