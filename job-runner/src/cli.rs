@@ -9,7 +9,7 @@ use fruitpipe_runner::fit::FitOptions;
 use fruitpipe_runner::imaging::Preset;
 use fruitpipe_runner::pca::Components;
 use fruitpipe_runner::run::{ModelOptions, RunOptions};
-use fruitpipe_runner::storage::{Location, S3Options};
+use fruitpipe_runner::storage::{DEFAULT_S3_ATTEMPT_TIMEOUT, Location, S3Options};
 
 const ABOUT: &str = "Fruit photos -> pretrained CNN features -> PCA -> CSV, on a folder or S3.";
 const LONG_ABOUT: &str = "\
@@ -20,7 +20,10 @@ work as `plan` (one pod), `extract` (one pod per shard) and `fit` (one pod).
 
 URIs are local paths or s3://bucket/prefix. S3 credentials come from the AWS default chain
 (environment, profile, EKS web identity). Exit codes: 0 done; 2 bad configuration or input
-(a retry cannot help); anything else may be retried.";
+that a retry cannot fix (no such bucket, object or model, refused credentials, bad flags);
+anything else may be retried: 1 for S3 throttling, 5xx, timeouts and an endpoint that cannot
+be reached (a wrong --s3-endpoint included: the message says so), after the built-in
+retries.";
 
 #[derive(Debug, Parser)]
 #[command(name = "fruitpipe", version, about = ABOUT, long_about = LONG_ABOUT)]
@@ -62,6 +65,17 @@ pub struct S3Args {
     /// Address buckets as ENDPOINT/BUCKET rather than BUCKET.ENDPOINT (MinIO needs this)
     #[arg(long, env = "FRUITPIPE_S3_PATH_STYLE")]
     pub s3_path_style: bool,
+    /// Seconds one attempt of an S3 request may take, an upload's body included, before it
+    /// is retried (6 attempts in all)
+    #[arg(long, value_name = "SECONDS", env = "FRUITPIPE_S3_TIMEOUT", default_value_t = DEFAULT_S3_ATTEMPT_TIMEOUT.as_secs_f64(), value_parser = parse_seconds)]
+    pub s3_timeout: f64,
+}
+
+fn parse_seconds(text: &str) -> std::result::Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(seconds) if seconds > 0.0 && seconds.is_finite() => Ok(seconds),
+        _ => Err(format!("'{text}' is not a positive number of seconds")),
+    }
 }
 
 #[derive(Debug, Args)]
@@ -206,6 +220,7 @@ impl S3Args {
             endpoint: self.s3_endpoint.clone().filter(|value| !value.is_empty()),
             region: self.s3_region.clone().filter(|value| !value.is_empty()),
             path_style: self.s3_path_style,
+            attempt_timeout: Some(std::time::Duration::from_secs_f64(self.s3_timeout)),
         }
     }
 }

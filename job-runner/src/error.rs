@@ -1,8 +1,10 @@
 //! One error type for the data plane, split by what the caller can do about it.
 //!
 //! The exit code is part of the contract with the operator (see DESIGN.md): 2 means the
-//! input or the configuration is wrong and a retry cannot help; any other failure may be
-//! retried.
+//! input or the configuration is certainly wrong and a retry cannot help (the operator then
+//! fails the whole pipeline at once); any failure a retry might fix exits 1, even when a
+//! wrong setting is its likeliest cause (an S3 endpoint that cannot be reached may be a
+//! typo or a DNS blip: only a retry tells them apart).
 
 use std::path::PathBuf;
 
@@ -21,11 +23,23 @@ pub enum Error {
     #[error("{0}")]
     Input(String),
 
-    /// The S3 endpoint could not be reached at all.
-    #[error(
-        "cannot reach the S3 endpoint for {uri}: {detail}; check --s3-endpoint (or AWS_ENDPOINT_URL) and the network"
-    )]
-    Unreachable { uri: String, detail: String },
+    /// The S3 endpoint could not be reached or did not answer in time (connection refused
+    /// or reset, DNS failure, timeout), after the in-process retries. Retryable: a DNS blip
+    /// or a proxy sidecar that is not ready yet must not fail the whole pipeline.
+    #[error("{}", unreachable_message(.endpoint, .uri, .cause, .attempts, .answered_before))]
+    Unreachable {
+        /// `scheme://host[:port]` the requests went to.
+        endpoint: String,
+        /// The object or prefix the request was about.
+        uri: String,
+        /// Short reason: "connection refused", "timed out (...)", ...
+        cause: String,
+        /// Attempts made, the in-process retries included (0 if unknown).
+        attempts: u32,
+        /// The endpoint answered an earlier request of this process: it is the right one and
+        /// went away, rather than possibly a wrong --s3-endpoint.
+        answered_before: bool,
+    },
 
     /// Credentials were refused or lack a permission.
     #[error(
@@ -37,9 +51,14 @@ pub enum Error {
     #[error("{uri} does not exist{hint}")]
     NotFound { uri: String, hint: String },
 
-    /// A failure that may go away on retry (throttling, 5xx, timeouts).
-    #[error("{what} failed after retries: {detail}; re-running the same command is safe")]
-    Transient { what: String, detail: String },
+    /// A failure that may go away on retry (throttling, 5xx, a broken connection).
+    #[error("{what} failed{}: {detail}; re-running the same command is safe", after(.attempts))]
+    Transient {
+        what: String,
+        detail: String,
+        /// Attempts made, the in-process retries included, when known.
+        attempts: Option<u32>,
+    },
 
     /// Local file-system failure.
     #[error("{}: {source}", path.display())]
@@ -66,12 +85,13 @@ impl Error {
         match self {
             Error::Config(_)
             | Error::Input(_)
-            | Error::Unreachable { .. }
             | Error::AccessDenied { .. }
             | Error::NotFound { .. } => EXIT_PERMANENT,
-            Error::Transient { .. } | Error::Io { .. } | Error::Work(_) | Error::Inference(_) => {
-                EXIT_RETRYABLE
-            }
+            Error::Unreachable { .. }
+            | Error::Transient { .. }
+            | Error::Io { .. }
+            | Error::Work(_)
+            | Error::Inference(_) => EXIT_RETRYABLE,
         }
     }
 
@@ -80,5 +100,77 @@ impl Error {
             path: path.into(),
             source,
         }
+    }
+}
+
+/// " after N attempts", or nothing when the count is unknown.
+fn after(attempts: &Option<u32>) -> String {
+    match *attempts {
+        Some(1) => " after 1 attempt".into(),
+        Some(n) if n > 1 => format!(" after {n} attempts"),
+        _ => String::new(),
+    }
+}
+
+fn unreachable_message(
+    endpoint: &str,
+    uri: &str,
+    cause: &str,
+    attempts: &u32,
+    answered_before: &bool,
+) -> String {
+    let tried = match *attempts {
+        0 => String::new(),
+        1 => " (after 1 attempt)".into(),
+        n => format!(" (after {n} attempts)"),
+    };
+    if *answered_before {
+        format!(
+            "the S3 endpoint {endpoint} stopped answering (for {uri}): {cause}{tried}; re-running the same command is safe"
+        )
+    } else {
+        format!(
+            "cannot reach the S3 endpoint {endpoint} (for {uri}): {cause}{tried}; check --s3-endpoint / AWS_ENDPOINT_URL, or retry"
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_certain_failures_exit_2() {
+        let unreachable = |answered_before| Error::Unreachable {
+            endpoint: "http://127.0.0.1:9".into(),
+            uri: "s3://fruit/in/".into(),
+            cause: "connection refused".into(),
+            attempts: 6,
+            answered_before,
+        };
+        for err in [unreachable(false), unreachable(true)] {
+            assert_eq!(err.exit_code(), EXIT_RETRYABLE, "{err}");
+        }
+        assert_eq!(
+            unreachable(false).to_string(),
+            "cannot reach the S3 endpoint http://127.0.0.1:9 (for s3://fruit/in/): connection refused (after 6 attempts); check --s3-endpoint / AWS_ENDPOINT_URL, or retry"
+        );
+        assert!(unreachable(true).to_string().contains("stopped answering"));
+        let throttled = Error::Transient {
+            what: "listing of s3://fruit/in/".into(),
+            detail: "SlowDown".into(),
+            attempts: Some(6),
+        };
+        assert_eq!(throttled.exit_code(), EXIT_RETRYABLE);
+        assert!(
+            throttled
+                .to_string()
+                .contains("failed after 6 attempts: SlowDown")
+        );
+        let missing = Error::NotFound {
+            uri: "s3://nope/in/".into(),
+            hint: String::new(),
+        };
+        assert_eq!(missing.exit_code(), EXIT_PERMANENT);
     }
 }

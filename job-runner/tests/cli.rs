@@ -482,6 +482,7 @@ fn help_explains_every_shared_flag_with_defaults() {
         "--s3-endpoint",
         "--s3-region",
         "--s3-path-style",
+        "--s3-timeout",
         "--summary-file",
     ] {
         assert!(help.contains(flag), "run --help lacks {flag}");

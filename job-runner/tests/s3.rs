@@ -4,8 +4,9 @@
 mod support;
 
 use std::path::Path;
+use std::process::Output;
 
-use support::{S3Server, copy_sample, features_model, read_csv, run, stderr};
+use support::{S3Server, SilentEndpoint, copy_sample, features_model, read_csv, run, stderr};
 
 const CLASSES: [&str; 4] = ["Banana", "Grape White", "Grape White 2", "Kiwi"];
 
@@ -166,31 +167,186 @@ fn throttling_and_server_errors_are_retried_and_change_nothing() {
 fn a_store_that_keeps_failing_exits_with_a_retryable_code() {
     let root = tempfile::tempdir().unwrap();
     bucket_with_photos(&S3Server::start(root.path()));
-    // Every request is throttled: the built-in retries run out, and the pod should be
-    // retried (exit 1), not failed for good (exit 2).
-    let throttled = S3Server::start_with_faults(root.path(), 1);
-    let result = run(throttled.fruitpipe().args([
+    // Every request is throttled or fails on the server: the built-in retries run out, and
+    // the pod should be retried (exit 1), not failed for good (exit 2).
+    for (status, code) in [
+        (503, "SlowDown"),
+        (429, "TooManyRequests"),
+        (400, "RequestTimeout"),
+        (500, "InternalError"),
+    ] {
+        let failing = S3Server::start_answering(root.path(), status, code);
+        let result = run(failing.fruitpipe().args([
+            "plan",
+            "--input",
+            "s3://fruit/in",
+            "--work",
+            "s3://fruit/work",
+        ]));
+        assert_retryable(
+            &result,
+            &[
+                &format!("listing of s3://fruit/in/ failed after 6 attempts: {code}"),
+                "re-running the same command is safe",
+            ],
+        );
+        assert_eq!(failing.faults(), 6, "{status} {code}: attempts seen");
+    }
+}
+
+/// A failure a retry may fix: exit 1 and one line that says what failed and what to do.
+fn assert_retryable(output: &Output, messages: &[&str]) {
+    let text = stderr(output);
+    assert_eq!(output.status.code(), Some(1), "exit code for: {text}");
+    for message in messages {
+        assert!(text.contains(message), "expected '{message}' in: {text}");
+    }
+    assert_one_error_line(&text);
+}
+
+fn assert_refused(output: &Output, message: &str) {
+    let text = stderr(output);
+    assert_eq!(output.status.code(), Some(2), "exit code for: {text}");
+    assert!(text.contains(message), "expected '{message}' in: {text}");
+    assert_one_error_line(&text);
+}
+
+fn assert_one_error_line(text: &str) {
+    assert!(!text.contains("panicked"), "{text}");
+    let errors = text.lines().filter(|line| line.starts_with("error:"));
+    assert_eq!(errors.count(), 1, "{text}");
+}
+
+/// Each phase's command, pointed at `s3://fruit` (the model is read from S3 by `extract`,
+/// from a file by `run`, so both ways of loading it are covered).
+fn every_phase() -> Vec<(&'static str, Vec<String>)> {
+    let model = features_model().display().to_string();
+    let strings = |args: &[&str]| args.iter().map(|arg| arg.to_string()).collect();
+    vec![
+        (
+            "plan",
+            strings(&[
+                "plan",
+                "--input",
+                "s3://fruit/in",
+                "--work",
+                "s3://fruit/work",
+            ]),
+        ),
+        (
+            "extract",
+            strings(&[
+                "extract",
+                "--work",
+                "s3://fruit/work",
+                "--index",
+                "0",
+                "--model",
+                "s3://fruit/models/features.onnx",
+            ]),
+        ),
+        (
+            "fit",
+            strings(&[
+                "fit",
+                "--work",
+                "s3://fruit/work",
+                "--output",
+                "s3://fruit/out",
+            ]),
+        ),
+        (
+            "run",
+            strings(&[
+                "run",
+                "--input",
+                "s3://fruit/in",
+                "--output",
+                "s3://fruit/out",
+                "--model",
+                &model,
+                "--size",
+                "100",
+            ]),
+        ),
+    ]
+}
+
+#[test]
+fn an_endpoint_that_refuses_connections_is_retryable_in_every_phase() {
+    // A DNS blip or a proxy sidecar not ready yet in one of many pods looks like this; exit
+    // 2 would fail the whole pipeline, so even a never-reached endpoint exits 1.
+    let endpoint = support::refused_endpoint();
+    let dir = tempfile::tempdir().unwrap();
+    for (phase, args) in every_phase() {
+        let summary = dir.path().join(format!("{phase}.json"));
+        let result = run(support::fruitpipe_for(&endpoint)
+            .args(&args)
+            .arg("--summary-file")
+            .arg(&summary));
+        let expected = format!("cannot reach the S3 endpoint {endpoint} (for s3://fruit/");
+        assert_retryable(
+            &result,
+            &[
+                &expected,
+                ": connection refused (after 6 attempts); check --s3-endpoint / AWS_ENDPOINT_URL, or retry",
+            ],
+        );
+        // The operator reads the same line from the termination message.
+        let written: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
+        assert_eq!(written["phase"], phase);
+        assert!(
+            written["error"].as_str().unwrap().contains(&expected),
+            "{written}"
+        );
+    }
+}
+
+#[test]
+fn an_endpoint_that_never_answers_times_out_with_exit_1() {
+    let silent = SilentEndpoint::start();
+    let result = run(support::fruitpipe_for(&silent.endpoint)
+        .env("FRUITPIPE_S3_TIMEOUT", "0.3")
+        .args([
+            "plan",
+            "--input",
+            "s3://fruit/in",
+            "--work",
+            "s3://fruit/work",
+        ]));
+    assert_retryable(
+        &result,
+        &[
+            &format!("cannot reach the S3 endpoint {}", silent.endpoint),
+            "no answer within 300ms (--s3-timeout) (after 6 attempts)",
+        ],
+    );
+    // Each timed-out attempt gives up its connection; the retries open new ones.
+    assert_eq!(silent.connections(), 6);
+
+    // The flag says the same as the variable, and a timeout must be positive.
+    let result = run(support::fruitpipe_for(&silent.endpoint).args([
+        "fit",
+        "--s3-timeout",
+        "0.3",
+        "--work",
+        "s3://fruit/work",
+        "--output",
+        "s3://fruit/out",
+    ]));
+    assert_retryable(&result, &["no answer within 300ms"]);
+    let result = run(support::fruitpipe_for(&silent.endpoint).args([
         "plan",
+        "--s3-timeout",
+        "0",
         "--input",
         "s3://fruit/in",
         "--work",
         "s3://fruit/work",
     ]));
-    let text = stderr(&result);
-    assert_eq!(result.status.code(), Some(1), "{text}");
-    assert!(text.contains("failed after retries"), "{text}");
-    assert!(
-        text.contains("re-running the same command is safe"),
-        "{text}"
-    );
-    assert!(throttled.faults() >= 6, "{} faults", throttled.faults());
-}
-
-fn assert_refused(output: &std::process::Output, message: &str) {
-    let text = stderr(output);
-    assert_eq!(output.status.code(), Some(2), "exit code for: {text}");
-    assert!(text.contains(message), "expected '{message}' in: {text}");
-    assert!(!text.contains("panicked"), "{text}");
+    assert_eq!(result.status.code(), Some(2), "{}", stderr(&result));
+    assert!(stderr(&result).contains("not a positive number of seconds"));
 }
 
 #[test]
@@ -206,19 +362,62 @@ fn s3_mistakes_are_refused_with_exit_code_2() {
     wrong_secret.env("AWS_SECRET_ACCESS_KEY", "not-the-secret");
     assert_refused(&plan(&mut wrong_secret, "s3://fruit/in"), "refused");
 
+    let mut unknown_key = server.fruitpipe();
+    unknown_key.env("AWS_ACCESS_KEY_ID", "nobody");
+    assert_refused(&plan(&mut unknown_key, "s3://fruit/in"), "refused");
+
+    let mut no_credentials = support::fruitpipe();
+    no_credentials
+        .env("AWS_ENDPOINT_URL", &server.endpoint)
+        .env("FRUITPIPE_S3_PATH_STYLE", "true");
+    assert_refused(
+        &plan(&mut no_credentials, "s3://fruit/in"),
+        "no usable credentials were found",
+    );
+
+    let denied = S3Server::start_answering(root.path(), 403, "AccessDenied");
+    assert_refused(
+        &plan(&mut denied.fruitpipe(), "s3://fruit/in"),
+        "access to s3://fruit/in/ was refused (AccessDenied",
+    );
+    assert_eq!(denied.faults(), 1, "an AccessDenied was retried");
+
+    let elsewhere = S3Server::start_answering(root.path(), 301, "PermanentRedirect");
+    assert_refused(
+        &plan(&mut elsewhere.fruitpipe(), "s3://fruit/in"),
+        "set --s3-region",
+    );
+
     assert_refused(
         &plan(&mut server.fruitpipe(), "s3://no-such-bucket/in"),
-        "does not exist",
+        "does not exist (no such bucket)",
     );
     assert_refused(
         &plan(&mut server.fruitpipe(), "s3://fruit/empty-prefix"),
         "no images",
     );
-
-    let mut unreachable = server.fruitpipe();
-    unreachable.env("AWS_ENDPOINT_URL", "http://127.0.0.1:9");
     assert_refused(
-        &plan(&mut unreachable, "s3://fruit/in"),
-        "cannot reach the S3 endpoint",
+        &plan(&mut server.fruitpipe(), "s3:///in"),
+        "names no bucket",
+    );
+
+    let mut malformed_endpoint = server.fruitpipe();
+    malformed_endpoint.env("AWS_ENDPOINT_URL", "not-a-url");
+    assert_refused(
+        &plan(&mut malformed_endpoint, "s3://fruit/in"),
+        "was not a valid URI",
+    );
+
+    assert_refused(
+        &run(server.fruitpipe().args([
+            "extract",
+            "--work",
+            "s3://fruit/work",
+            "--index",
+            "0",
+            "--model",
+            "s3://fruit/models/missing.onnx",
+        ])),
+        "no model at s3://fruit/models/missing.onnx",
     );
 }

@@ -5,9 +5,10 @@
 
 mod support;
 
-use std::sync::Once;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Once};
 
-use fruitpipe_runner::error::{EXIT_PERMANENT, EXIT_RETRYABLE};
+use fruitpipe_runner::error::EXIT_RETRYABLE;
 use fruitpipe_runner::storage::{Location, S3Options, Storage};
 use support::S3Server;
 
@@ -26,6 +27,7 @@ fn storage_for(endpoint: &str) -> Storage {
         endpoint: Some(endpoint.to_string()),
         region: Some("us-east-1".into()),
         path_style: true,
+        ..S3Options::default()
     })
 }
 
@@ -46,7 +48,7 @@ async fn large_objects_go_up_in_parts_and_come_back_whole() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_endpoint_lost_mid_run_is_retryable_but_a_wrong_one_is_not() {
+async fn an_endpoint_lost_mid_run_or_never_reached_is_retryable() {
     let root = tempfile::tempdir().unwrap();
     let server = S3Server::start(root.path());
     server.bucket("fruit");
@@ -61,12 +63,54 @@ async fn an_endpoint_lost_mid_run_is_retryable_but_a_wrong_one_is_not() {
     let lost = storage.get(&object).await.unwrap_err();
     assert_eq!(lost.exit_code(), EXIT_RETRYABLE, "{lost}");
     assert!(lost.to_string().contains("stopped answering"), "{lost}");
+    assert!(lost.to_string().contains("connection refused"), "{lost}");
 
-    // A client that never reached it: most likely a wrong --s3-endpoint, so exit 2.
+    // A client that never reached it: perhaps a wrong --s3-endpoint, perhaps a network
+    // that is not up yet. Only a retry tells them apart, so exit 1, and the message names
+    // both.
     let never = storage_for(&endpoint).get(&object).await.unwrap_err();
-    assert_eq!(never.exit_code(), EXIT_PERMANENT, "{never}");
+    assert_eq!(never.exit_code(), EXIT_RETRYABLE, "{never}");
+    let text = never.to_string();
     assert!(
-        never.to_string().contains("cannot reach the S3 endpoint"),
-        "{never}"
+        text.contains(&format!("cannot reach the S3 endpoint {endpoint}")),
+        "{text}"
     );
+    assert!(
+        text.contains("check --s3-endpoint / AWS_ENDPOINT_URL, or retry"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_that_keeps_breaking_off_is_retried_then_retryable() {
+    use std::io::{Read, Write};
+    // Announces 1000 bytes, sends 10 and hangs up: the SDK hands over the response at its
+    // headers, so only the runner's own retries cover the body.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let served = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&served);
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut request = Vec::new();
+            let mut byte = [0u8; 1];
+            while !request.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                request.push(byte[0]);
+            }
+            counter.fetch_add(1, Ordering::SeqCst);
+            let _ = stream.write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\nContent-Type: application/octet-stream\r\n\r\n0123456789",
+            );
+        }
+    });
+    let object = Location::parse("s3://fruit/shard.bin").unwrap();
+    let err = storage_for(&endpoint).get(&object).await.unwrap_err();
+    assert_eq!(err.exit_code(), EXIT_RETRYABLE, "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("download of s3://fruit/shard.bin failed after 6 attempts: the connection broke while the object was read"),
+        "{text}"
+    );
+    assert_eq!(served.load(Ordering::SeqCst), 6);
 }

@@ -6,6 +6,8 @@ mod s3_server;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 pub use s3_server::{ACCESS_KEY, S3Server, SECRET_KEY};
 
@@ -29,15 +31,21 @@ pub fn logits_model() -> PathBuf {
 impl S3Server {
     /// The `fruitpipe` binary, set up to talk to this server.
     pub fn fruitpipe(&self) -> Command {
-        let mut command = fruitpipe();
-        command
-            .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-            .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
-            .env("AWS_REGION", "us-east-1")
-            .env("AWS_ENDPOINT_URL", &self.endpoint)
-            .env("FRUITPIPE_S3_PATH_STYLE", "true");
-        command
+        fruitpipe_for(&self.endpoint)
     }
+}
+
+/// The `fruitpipe` binary, set up to talk to the S3 endpoint `endpoint` with the test
+/// server's credentials.
+pub fn fruitpipe_for(endpoint: &str) -> Command {
+    let mut command = fruitpipe();
+    command
+        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ENDPOINT_URL", endpoint)
+        .env("FRUITPIPE_S3_PATH_STYLE", "true");
+    command
 }
 
 /// The real binary, with no AWS settings leaking in from the machine.
@@ -52,6 +60,7 @@ pub fn fruitpipe() -> Command {
         "AWS_SESSION_TOKEN",
         "FRUITPIPE_MODEL",
         "FRUITPIPE_S3_PATH_STYLE",
+        "FRUITPIPE_S3_TIMEOUT",
         "JOB_COMPLETION_INDEX",
     ] {
         command.env_remove(variable);
@@ -62,6 +71,67 @@ pub fn fruitpipe() -> Command {
         .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
         .env("RUST_LOG", "warn");
     command
+}
+
+/// `http://127.0.0.1:PORT` with nothing listening: connections to it are refused.
+pub fn refused_endpoint() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+    let address = listener.local_addr().unwrap();
+    drop(listener);
+    format!("http://{address}")
+}
+
+/// A loopback endpoint that accepts connections and never answers, for as long as it lives.
+pub struct SilentEndpoint {
+    pub endpoint: String,
+    connections: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl SilentEndpoint {
+    pub fn start() -> SilentEndpoint {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        listener.set_nonblocking(true).unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let connections = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (connections, stop) = (Arc::clone(&connections), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                let mut held = Vec::new();
+                while !stop.load(Ordering::SeqCst) {
+                    match listener.accept() {
+                        Ok((socket, _)) => {
+                            connections.fetch_add(1, Ordering::SeqCst);
+                            held.push(socket);
+                        }
+                        Err(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
+                    }
+                }
+            })
+        };
+        SilentEndpoint {
+            endpoint,
+            connections,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for SilentEndpoint {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 /// Runs a command and returns its output, printing it when the test fails.

@@ -23,6 +23,15 @@ pub struct S3Server {
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
+/// What the server answers instead of serving a request, and when.
+#[derive(Clone, Copy, Debug)]
+struct Fault {
+    /// Every `every`-th request gets the fault (0 = never).
+    every: usize,
+    status: u16,
+    code: &'static str,
+}
+
 impl S3Server {
     pub fn start(root: &Path) -> S3Server {
         S3Server::start_with_faults(root, 0)
@@ -31,6 +40,30 @@ impl S3Server {
     /// Like `start`, but every `fail_every`-th request gets `503 SlowDown`, as a throttled
     /// S3 does (0 = never).
     pub fn start_with_faults(root: &Path, fail_every: usize) -> S3Server {
+        S3Server::start_faulty(
+            root,
+            Fault {
+                every: fail_every,
+                status: 503,
+                code: "SlowDown",
+            },
+        )
+    }
+
+    /// Like `start`, but every request gets the S3 error `code` with HTTP `status`, as S3
+    /// answers it (`403 AccessDenied`, `429 TooManyRequests`, ...).
+    pub fn start_answering(root: &Path, status: u16, code: &'static str) -> S3Server {
+        S3Server::start_faulty(
+            root,
+            Fault {
+                every: 1,
+                status,
+                code,
+            },
+        )
+    }
+
+    fn start_faulty(root: &Path, fault: Fault) -> S3Server {
         let filesystem = s3s_fs::FileSystem::new(root).expect("s3s-fs root");
         let mut builder = S3ServiceBuilder::new(filesystem);
         builder.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
@@ -68,9 +101,9 @@ impl S3Server {
                         let count = requests.fetch_add(1, Ordering::SeqCst) + 1;
                         let faults = Arc::clone(&faults);
                         async move {
-                            if fail_every > 0 && count.is_multiple_of(fail_every) {
+                            if fault.every > 0 && count.is_multiple_of(fault.every) {
                                 faults.fetch_add(1, Ordering::SeqCst);
-                                return Ok(slow_down());
+                                return Ok(s3_error(fault.status, fault.code));
                             }
                             hyper::service::Service::call(&service, request).await
                         }
@@ -106,13 +139,16 @@ impl S3Server {
     }
 }
 
-fn slow_down() -> http::Response<s3s::Body> {
-    let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\
-        <Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>";
+/// An S3 error response, as S3 writes them.
+fn s3_error(status: u16, code: &str) -> http::Response<s3s::Body> {
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\
+        <Error><Code>{code}</Code><Message>Injected by the test server.</Message></Error>"
+    );
     http::Response::builder()
-        .status(503)
+        .status(status)
         .header("content-type", "application/xml")
-        .body(s3s::Body::from(body.to_string()))
+        .body(s3s::Body::from(body))
         .unwrap()
 }
 
