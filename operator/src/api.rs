@@ -5,9 +5,10 @@
 //!
 //! Changing a running pipeline: the fields that define the result (input, output,
 //! include, model, pca, s3, shardSize) are immutable, so a FruitPipeline always describes
-//! the run it reports; create a new one to change them. `parallelism` and `suspend` may
-//! change at any time and apply to the running extract Job. `retries` and `runner` apply to
-//! the Jobs not yet created.
+//! the run it reports; create a new one to change them (a new object gets a new UID, hence
+//! new Job names and a new work area). `parallelism` and `suspend` may change at any time:
+//! `parallelism` applies to the running extract Job, `suspend` to whichever stage runs.
+//! `retries` and `runner` apply to the Jobs not yet created.
 
 // Several printer columns share `type_ = "integer"`, which this lint mistakes for a repeat.
 #![allow(clippy::duplicated_attributes)]
@@ -15,6 +16,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{ResourceRequirements, Toleration};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
@@ -108,8 +110,9 @@ pub struct FruitPipelineSpec {
     #[serde(default)]
     pub runner: RunnerSpec,
 
-    /// Pause the pipeline: no new pods start; running extract pods are stopped and their
-    /// shards redone on resume. May change while running.
+    /// Pause the pipeline: no new pods start, and the running stage's pods are stopped (plan
+    /// and fit start again on resume, extract redoes only its unfinished shards). May change
+    /// while running.
     #[serde(default)]
     pub suspend: bool,
 }
@@ -220,6 +223,17 @@ pub struct RunnerSpec {
     /// operator's default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_account_name: Option<String>,
+
+    /// Seconds each stage's Job may run (counted again after a resume) before Kubernetes
+    /// stops it and the pipeline fails; empty for no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub active_deadline_seconds: Option<i64>,
+
+    /// Size limit of each pod's scratch space (`/tmp`, an emptyDir), e.g. `2Gi`; a pod over
+    /// it is evicted. Empty for no limit beyond the node's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tmp_size_limit: Option<Quantity>,
 }
 
 fn default_shard_size() -> u32 {
@@ -230,6 +244,29 @@ fn default_parallelism() -> u32 {
 }
 fn default_retries() -> u32 {
     3
+}
+
+/// The stages of a run, in order; each is one Job.
+#[derive(
+    JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Stage {
+    Plan,
+    Extract,
+    Fit,
+}
+
+impl Stage {
+    pub const ALL: [Stage; 3] = [Stage::Plan, Stage::Extract, Stage::Fit];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Plan => "plan",
+            Stage::Extract => "extract",
+            Stage::Fit => "fit",
+        }
+    }
 }
 
 /// Where a pipeline is.
@@ -267,12 +304,19 @@ pub struct FruitPipelineStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
 
-    /// The generation at which the run started; names its Jobs and work area.
+    /// Names the run's Jobs (label `fruitpipe.dev/run`) and its work area; derived from the
+    /// resource's UID, so a re-created pipeline of the same name never shares them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub run_generation: Option<i64>,
+    pub run_id: Option<String>,
 
-    /// Planned, Extracted, Succeeded and Failed, as the Kubernetes API conventions describe.
+    /// Stages that finished; never run again, even when their Job is deleted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub completed_stages: Vec<Stage>,
+
+    /// Planned, Extracted, Succeeded and Failed, as the Kubernetes API conventions describe;
+    /// JobsCreated, PodsCreated and PodsStarted when something stands in the way.
     #[serde(default)]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
 
     #[serde(default)]

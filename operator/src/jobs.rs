@@ -26,33 +26,32 @@ pub const TERMINATION_LOG: &str = "/dev/termination-log";
 /// Exit code for input or configuration a retry cannot fix (the runner's contract).
 pub const EXIT_PERMANENT: i32 = 2;
 
-pub const LABEL_PIPELINE: &str = "fruitpipe.dev/pipeline";
+/// The pipeline's full name (a label value cannot hold names over 63 characters or dots
+/// at every position, so Jobs carry the bounded run id as a label and the name here).
+pub const ANNOTATION_PIPELINE: &str = "fruitpipe.dev/pipeline";
 pub const LABEL_STAGE: &str = "fruitpipe.dev/stage";
 pub const LABEL_RUN: &str = "fruitpipe.dev/run";
-/// Set by the Job controller on every pod it creates.
+/// Set by the Job controller on every pod it creates: the Job's name, and the Job's UID
+/// (which tells a pod of this Job from a pod of a deleted Job of the same name).
 pub const LABEL_JOB_NAME: &str = "batch.kubernetes.io/job-name";
+pub const LABEL_CONTROLLER_UID: &str = "batch.kubernetes.io/controller-uid";
 /// Set by the Job controller on pods of Indexed Jobs.
 pub const ANNOTATION_INDEX: &str = "batch.kubernetes.io/job-completion-index";
 
-/// Keeps Job names within the 63 characters a label value (job-name) allows.
-const MAX_NAME: usize = 63;
+/// The most shards a run may have: the API server's soft limit on `completions` of an
+/// Indexed Job with `backoffLimitPerIndex` (pkg/apis/batch/validation,
+/// `completionsSoftLimit`), beyond which it caps parallelism at 10,000. More shards
+/// means a larger `spec.shardSize`.
+pub const MAX_SHARDS: u32 = 100_000;
+/// Pod hostnames of an Indexed Job are `<job name>-<index>` and must be DNS-1123 labels
+/// (63 characters): the Job name leaves room for the longest index.
+const MAX_JOB_NAME: usize = 63 - "-99999".len();
+/// The longest stage suffix of a Job name.
+const LONGEST_STAGE: usize = "-extract".len();
+/// Hex digits of the UID hash in a run id.
+const RUN_HASH_DIGITS: usize = 10;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Stage {
-    Plan,
-    Extract,
-    Fit,
-}
-
-impl Stage {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Stage::Plan => "plan",
-            Stage::Extract => "extract",
-            Stage::Fit => "fit",
-        }
-    }
-}
+pub use crate::api::Stage;
 
 /// Settings that come from the operator's installation rather than the resource.
 #[derive(Clone, Debug, PartialEq)]
@@ -79,43 +78,61 @@ pub fn s3_settings(spec: &S3Spec, defaults: &S3Spec) -> S3Spec {
 
 /// What a Job needs beyond the resource: the run it belongs to, and the shard count
 /// (extract only).
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Run {
-    pub generation: i64,
+    pub id: String,
     pub shards: u32,
 }
 
-/// `<pipeline>-g<generation>`, shortened with a hash when the pipeline's name is long.
-pub fn run_id(pipeline: &FruitPipeline, generation: i64) -> String {
-    let name = pipeline.metadata.name.as_deref().unwrap_or("pipeline");
-    let suffix = format!("-g{generation}");
-    // Leave room for the longest stage suffix ("-extract") in Job names.
-    let budget = MAX_NAME - suffix.len() - "-extract".len();
-    if name.len() <= budget {
-        return format!("{name}{suffix}");
+/// `<name>-<hash of the UID>`: a DNS-1123 label of at most 49 characters, so that every
+/// Job name and pod hostname derived from it is valid whatever the pipeline's name (up to
+/// 253 characters, dots allowed). The readable part is the name with dots turned into
+/// dashes, cut to fit; the UID makes it unique to this object, so a pipeline deleted and
+/// created again under the same name gets new Jobs and a new work area.
+pub fn run_id(name: &str, uid: &str) -> String {
+    let budget = MAX_JOB_NAME - LONGEST_STAGE - 1 - RUN_HASH_DIGITS;
+    let readable: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .take(budget)
+        .collect();
+    let readable = readable.trim_matches('-');
+    let hash = format!("{:016x}", fnv1a64(uid.as_bytes()));
+    let hash = &hash[..RUN_HASH_DIGITS];
+    if readable.is_empty() {
+        format!("fp-{hash}")
+    } else {
+        format!("{readable}-{hash}")
     }
-    let hash = fnv1a(name.as_bytes());
-    let kept = name[..budget - 9].trim_end_matches('-');
-    format!("{kept}-{hash:08x}{suffix}")
 }
 
-fn fnv1a(bytes: &[u8]) -> u32 {
-    bytes.iter().fold(0x811c_9dc5u32, |hash, &byte| {
-        (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193)
+/// The run id of a pipeline, as the API server hands it over (with a UID).
+pub fn pipeline_run_id(pipeline: &FruitPipeline) -> String {
+    run_id(
+        pipeline.metadata.name.as_deref().unwrap_or_default(),
+        pipeline.metadata.uid.as_deref().unwrap_or_default(),
+    )
+}
+
+fn fnv1a64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |hash, &byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
     })
 }
 
-pub fn job_name(pipeline: &FruitPipeline, generation: i64, stage: Stage) -> String {
-    format!("{}-{}", run_id(pipeline, generation), stage.as_str())
+pub fn job_name(run: &str, stage: Stage) -> String {
+    format!("{run}-{}", stage.as_str())
 }
 
 /// The run's work area under the output prefix.
-pub fn work_uri(pipeline: &FruitPipeline, generation: i64) -> String {
-    format!(
-        "{}/_work/{}",
-        pipeline.spec.output.trim_end_matches('/'),
-        run_id(pipeline, generation)
-    )
+pub fn work_uri(pipeline: &FruitPipeline, run: &str) -> String {
+    format!("{}/_work/{run}", pipeline.spec.output.trim_end_matches('/'))
 }
 
 fn preset_flag(preset: Preset) -> &'static str {
@@ -128,9 +145,9 @@ fn preset_flag(preset: Preset) -> &'static str {
 }
 
 /// The runner's command line for one stage.
-pub fn runner_args(pipeline: &FruitPipeline, run: Run, stage: Stage) -> Vec<String> {
+pub fn runner_args(pipeline: &FruitPipeline, run: &Run, stage: Stage) -> Vec<String> {
     let spec = &pipeline.spec;
-    let work = work_uri(pipeline, run.generation);
+    let work = work_uri(pipeline, &run.id);
     let mut args: Vec<String> = vec![stage.as_str().into(), "--work".into(), work];
     match stage {
         Stage::Plan => {
@@ -214,8 +231,9 @@ pub fn runner_env(pipeline: &FruitPipeline, defaults: &RunnerDefaults) -> Vec<En
     vars
 }
 
-pub fn labels(pipeline: &FruitPipeline, generation: i64, stage: Stage) -> BTreeMap<String, String> {
-    let name = pipeline.metadata.name.clone().unwrap_or_default();
+/// Labels of a stage's Job and pods: bounded, valid values only (the run id, not the
+/// pipeline's name).
+pub fn labels(run: &str, stage: Stage) -> BTreeMap<String, String> {
     BTreeMap::from([
         ("app.kubernetes.io/name".into(), "fruitpipe".into()),
         ("app.kubernetes.io/component".into(), stage.as_str().into()),
@@ -223,8 +241,7 @@ pub fn labels(pipeline: &FruitPipeline, generation: i64, stage: Stage) -> BTreeM
             "app.kubernetes.io/managed-by".into(),
             "fruitpipe-operator".into(),
         ),
-        (LABEL_PIPELINE.into(), name),
-        (LABEL_RUN.into(), run_id(pipeline, generation)),
+        (LABEL_RUN.into(), run.into()),
         (LABEL_STAGE.into(), stage.as_str().into()),
     ])
 }
@@ -255,9 +272,14 @@ fn failure_policy() -> PodFailurePolicy {
     }
 }
 
+fn annotations(pipeline: &FruitPipeline) -> BTreeMap<String, String> {
+    let name = pipeline.metadata.name.clone().unwrap_or_default();
+    BTreeMap::from([(ANNOTATION_PIPELINE.into(), name)])
+}
+
 fn pod_template(
     pipeline: &FruitPipeline,
-    run: Run,
+    run: &Run,
     stage: Stage,
     defaults: &RunnerDefaults,
 ) -> PodTemplateSpec {
@@ -298,7 +320,8 @@ fn pod_template(
     };
     PodTemplateSpec {
         metadata: Some(ObjectMeta {
-            labels: Some(labels(pipeline, run.generation, stage)),
+            labels: Some(labels(&run.id, stage)),
+            annotations: Some(annotations(pipeline)),
             ..Default::default()
         }),
         spec: Some(PodSpec {
@@ -323,7 +346,10 @@ fn pod_template(
             }),
             volumes: Some(vec![Volume {
                 name: "tmp".into(),
-                empty_dir: Some(EmptyDirVolumeSource::default()),
+                empty_dir: Some(EmptyDirVolumeSource {
+                    size_limit: runner.tmp_size_limit.clone(),
+                    ..Default::default()
+                }),
                 ..Default::default()
             }]),
             ..Default::default()
@@ -333,12 +359,16 @@ fn pod_template(
 
 /// The Job for one stage of a run, owned by the pipeline (deleting the pipeline deletes
 /// its Jobs and their pods).
-pub fn render(pipeline: &FruitPipeline, run: Run, stage: Stage, defaults: &RunnerDefaults) -> Job {
+pub fn render(pipeline: &FruitPipeline, run: &Run, stage: Stage, defaults: &RunnerDefaults) -> Job {
     let spec = &pipeline.spec;
     let retries = spec.retries as i32;
     let mut job_spec = JobSpec {
         template: pod_template(pipeline, run, stage, defaults),
         pod_failure_policy: Some(failure_policy()),
+        // Every stage honours `suspend`: a Job created while the pipeline is suspended
+        // starts no pod until resumed.
+        suspend: Some(spec.suspend),
+        active_deadline_seconds: spec.runner.active_deadline_seconds,
         ..Default::default()
     };
     match stage {
@@ -350,7 +380,6 @@ pub fn render(pipeline: &FruitPipeline, run: Run, stage: Stage, defaults: &Runne
             job_spec.backoff_limit_per_index = Some(retries);
             // One shard out of retries dooms the result: stop at once.
             job_spec.max_failed_indexes = Some(0);
-            job_spec.suspend = Some(spec.suspend);
         }
         Stage::Plan | Stage::Fit => {
             job_spec.backoff_limit = Some(retries);
@@ -358,9 +387,10 @@ pub fn render(pipeline: &FruitPipeline, run: Run, stage: Stage, defaults: &Runne
     }
     Job {
         metadata: ObjectMeta {
-            name: Some(job_name(pipeline, run.generation, stage)),
+            name: Some(job_name(&run.id, stage)),
             namespace: pipeline.metadata.namespace.clone(),
-            labels: Some(labels(pipeline, run.generation, stage)),
+            labels: Some(labels(&run.id, stage)),
+            annotations: Some(annotations(pipeline)),
             owner_references: pipeline.controller_owner_ref(&()).map(|owner| vec![owner]),
             ..Default::default()
         },

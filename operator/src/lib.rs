@@ -2,10 +2,12 @@
 //! as Kubernetes Jobs (plan, Indexed extract, fit). See DESIGN.md.
 
 pub mod api;
+pub mod conformance;
 pub mod controller;
 pub mod jobs;
 pub mod metrics;
 pub mod rbac;
+pub mod render;
 pub mod server;
 pub mod status;
 

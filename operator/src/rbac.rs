@@ -24,12 +24,13 @@ pub const RULES: &[Rule] = &[
         resource: "fruitpipelines/status",
         verbs: &["patch"],
     },
-    // The watch on owned Jobs, their creation, and parallelism/suspend changes. Deletion is
-    // left to owner references, so no delete.
+    // The watch on owned Jobs, their creation, parallelism/suspend changes, and a get to
+    // tell who owns a Job whose name is taken (409 on create). Deletion is left to owner
+    // references, so no delete.
     Rule {
         api_group: "batch",
         resource: "jobs",
-        verbs: &["create", "list", "patch", "watch"],
+        verbs: &["create", "get", "list", "patch", "watch"],
     },
     // Termination messages of the Jobs' pods.
     Rule {

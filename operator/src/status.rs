@@ -2,7 +2,7 @@
 //! and the status conditions built from it.
 
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use serde::Deserialize;
 
@@ -33,6 +33,28 @@ pub enum Outcome {
     Failed { reason: String, message: String },
 }
 
+/// A pod that will not start without outside help (a missing Secret, an image that cannot
+/// be pulled, no node that fits), as `kubectl describe pod` would show it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StuckPod {
+    pub pod: String,
+    /// The kubelet's waiting reason (e.g. `CreateContainerConfigError`) or `Unschedulable`.
+    pub reason: String,
+    pub message: String,
+}
+
+/// Container waiting reasons that no wait will fix (pkg/kubelet/images/types.go and
+/// pkg/kubelet/kuberuntime: ErrImagePull, ImagePullBackOff, ErrImageNeverPull,
+/// InvalidImageName, CreateContainerConfigError, CreateContainerError).
+const STUCK_REASONS: [&str; 6] = [
+    "CreateContainerConfigError",
+    "CreateContainerError",
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "ErrImageNeverPull",
+    "InvalidImageName",
+];
+
 /// One Job of a run, as far as the operator cares.
 #[derive(Clone, Debug, PartialEq)]
 pub struct JobState {
@@ -43,10 +65,12 @@ pub struct JobState {
     /// Indexes done and out of retries (Indexed Jobs).
     pub completed_indexes: u32,
     pub failed_indexes: u32,
-    /// Results of succeeded pods, one per index for Indexed Jobs.
+    /// Results of succeeded pods, one per index for Indexed Jobs (read once the Job is done).
     pub results: Vec<RunnerResult>,
-    /// The most telling error message of a failed pod, if any.
+    /// The most telling error message of a failed pod, if any (read once the Job failed).
     pub pod_error: Option<String>,
+    /// A pod waiting for something that will not come by itself.
+    pub stuck: Option<StuckPod>,
     pub created: Option<Time>,
     /// Whether any pod of the Job exists or existed.
     pub has_pods: bool,
@@ -56,6 +80,10 @@ impl JobState {
     /// Why the Job failed, in the runner's words when one of its pods said it.
     pub fn failure(&self) -> Option<String> {
         match &self.outcome {
+            Outcome::Failed { reason, message } if reason == "DeadlineExceeded" => Some(format!(
+                "ran longer than spec.runner.activeDeadlineSeconds ({message}); raise it or \
+                 remove it"
+            )),
             Outcome::Failed { reason, message } => Some(
                 self.pod_error
                     .clone()
@@ -97,12 +125,36 @@ fn has_condition(job: &Job, types: &[&str]) -> Option<(String, String)> {
         })
 }
 
-/// Terminated state of the runner container: exit code and message.
-fn terminated(pod: &Pod) -> Option<(i32, Option<String>)> {
+/// Where a Job stands, from its conditions alone.
+pub fn job_outcome(job: &Job) -> Outcome {
+    if let Some((reason, message)) = has_condition(job, &["Failed", "FailureTarget"]) {
+        Outcome::Failed { reason, message }
+    } else if has_condition(job, &["Complete", "SuccessCriteriaMet"]).is_some() {
+        Outcome::Succeeded
+    } else {
+        Outcome::Running
+    }
+}
+
+/// Which of a Job's pods the operator reads, by `status.phase`: the results of a Job that
+/// succeeded, the errors of one that failed, and, while it runs, the pods not running yet
+/// (only when some active pod is not ready). Reading no more keeps the API load of a
+/// 2,000-shard run linear in the shards, not quadratic.
+pub fn pods_to_read(job: &Job) -> Option<&'static str> {
+    match job_outcome(job) {
+        Outcome::Succeeded => Some("Succeeded"),
+        Outcome::Failed { .. } => Some("Failed"),
+        Outcome::Running => {
+            let status = job.status.clone().unwrap_or_default();
+            let waiting = status.active.unwrap_or(0) > status.ready.unwrap_or(0);
+            waiting.then_some("Pending")
+        }
+    }
+}
+
+fn runner_status(pod: &Pod) -> Option<&ContainerStatus> {
     let statuses = pod.status.as_ref()?.container_statuses.as_ref()?;
-    let status = statuses.iter().find(|status| status.name == CONTAINER)?;
-    let terminated = status.state.as_ref()?.terminated.as_ref()?;
-    Some((terminated.exit_code, terminated.message.clone()))
+    statuses.iter().find(|status| status.name == CONTAINER)
 }
 
 fn parse_result(message: Option<&str>) -> Option<RunnerResult> {
@@ -118,48 +170,149 @@ fn pod_index(pod: &Pod) -> Option<u32> {
         .ok()
 }
 
-/// Reads a Job and the pods it created.
-pub fn job_state(job: &Job, pods: &[&Pod]) -> JobState {
-    let outcome = if let Some((reason, message)) = has_condition(job, &["Failed", "FailureTarget"])
-    {
-        Outcome::Failed { reason, message }
-    } else if has_condition(job, &["Complete", "SuccessCriteriaMet"]).is_some() {
-        Outcome::Succeeded
-    } else {
-        Outcome::Running
+/// The last line of a log tail (what `FallbackToLogsOnError` leaves), with the message
+/// field of a JSON log line taken out.
+fn last_log_line(text: &str) -> Option<String> {
+    let line = text
+        .lines()
+        .rev()
+        .find(|line| !line.trim().is_empty())?
+        .trim();
+    let parsed: Option<serde_json::Value> = serde_json::from_str(line).ok();
+    let message = parsed.as_ref().and_then(|value| {
+        value["fields"]["message"]
+            .as_str()
+            .or(value["message"].as_str())
+            .map(str::to_string)
+    });
+    let mut line = message.unwrap_or_else(|| line.to_string());
+    if line.len() > 300 {
+        let mut end = 300;
+        while !line.is_char_boundary(end) {
+            end -= 1;
+        }
+        line.truncate(end);
+        line.push_str("...");
+    }
+    Some(line)
+}
+
+/// Why a failed pod failed, and how telling that is (higher is better: a configuration
+/// error, then out of memory, then the rest).
+fn pod_failure(pod: &Pod, memory_limit: Option<&str>) -> Option<(u8, String)> {
+    let terminated = runner_status(pod)?.state.as_ref()?.terminated.as_ref()?;
+    let code = terminated.exit_code;
+    if code == 0 {
+        return None;
+    }
+    let reason = terminated.reason.clone().unwrap_or_default();
+    let message = terminated.message.clone().unwrap_or_default();
+    if reason == "OOMKilled" {
+        let limit = memory_limit.map_or("no memory limit".to_string(), |limit| {
+            format!("memory limit {limit}")
+        });
+        return Some((
+            1,
+            format!(
+                "out of memory: raise spec.runner.resources.limits.memory (the container was \
+                 OOMKilled with exit code {code}, {limit})"
+            ),
+        ));
+    }
+    let said = parse_result(Some(&message))
+        .and_then(|result| result.error)
+        .or_else(|| last_log_line(&message));
+    let rank = u8::from(code == crate::jobs::EXIT_PERMANENT) * 2;
+    let text = match said {
+        Some(text) if code == crate::jobs::EXIT_PERMANENT => text,
+        Some(text) => format!("exit code {code}: {text}"),
+        None if code > 128 => format!(
+            "killed by signal {} (exit code {code}{})",
+            code - 128,
+            if reason.is_empty() || reason == "Error" {
+                String::new()
+            } else {
+                format!(", {reason}")
+            }
+        ),
+        None => format!("the runner exited with code {code}"),
     };
+    Some((rank, text))
+}
+
+/// Why a pending pod does not start, if no wait will help.
+fn stuck(pod: &Pod) -> Option<StuckPod> {
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let status = pod.status.as_ref()?;
+    let waiting = status
+        .container_statuses
+        .iter()
+        .flatten()
+        .chain(status.init_container_statuses.iter().flatten())
+        .filter_map(|container| container.state.as_ref()?.waiting.as_ref())
+        .find(|waiting| STUCK_REASONS.contains(&waiting.reason.as_deref().unwrap_or_default()));
+    if let Some(waiting) = waiting {
+        return Some(StuckPod {
+            pod: name,
+            reason: waiting.reason.clone().unwrap_or_default(),
+            message: waiting.message.clone().unwrap_or_default(),
+        });
+    }
+    let unschedulable = status.conditions.iter().flatten().find(|condition| {
+        condition.type_ == "PodScheduled"
+            && condition.status == "False"
+            && condition.reason.as_deref() == Some("Unschedulable")
+    })?;
+    Some(StuckPod {
+        pod: name,
+        reason: "Unschedulable".into(),
+        message: unschedulable.message.clone().unwrap_or_default(),
+    })
+}
+
+fn memory_limit(job: &Job) -> Option<String> {
+    let pod = job.spec.as_ref()?.template.spec.as_ref()?;
+    let container = pod.containers.iter().find(|c| c.name == CONTAINER)?;
+    let limits = container.resources.as_ref()?.limits.as_ref()?;
+    limits.get("memory").map(|quantity| quantity.0.clone())
+}
+
+/// Reads a Job and the pods the operator read of it (see [`pods_to_read`]). Pods must be
+/// the Job's own, selected by its UID: a deleted Job's orphans may carry the same name.
+pub fn job_state(job: &Job, pods: &[Pod]) -> JobState {
+    let outcome = job_outcome(job);
     let status = job.status.clone().unwrap_or_default();
     let spec = job.spec.clone().unwrap_or_default();
+    let limit = memory_limit(job);
 
     let mut results: Vec<(Option<u32>, RunnerResult)> = Vec::new();
-    let mut pod_error = None;
-    for pod in pods {
-        let Some((code, message)) = terminated(pod) else {
+    let mut pod_error: Option<(u8, String)> = None;
+    let mut pods_sorted: Vec<&Pod> = pods.iter().collect();
+    pods_sorted.sort_by_key(|pod| pod.metadata.name.clone());
+    for pod in &pods_sorted {
+        let Some(terminated) = runner_status(pod)
+            .and_then(|status| status.state.as_ref())
+            .and_then(|state| state.terminated.as_ref())
+        else {
             continue;
         };
-        let result = parse_result(message.as_deref());
-        if code == 0 {
+        if terminated.exit_code == 0 {
             let index = pod_index(pod);
             // A retried index has one succeeded pod; keep one result per index anyway.
-            if let Some(result) = result
+            if let Some(result) = parse_result(terminated.message.as_deref())
                 && !results
                     .iter()
                     .any(|(seen, _)| index.is_some() && *seen == index)
             {
                 results.push((index, result));
             }
-        } else {
-            let text = result
-                .and_then(|result| result.error)
-                .or_else(|| message.filter(|text| !text.trim().is_empty()))
-                .unwrap_or_else(|| format!("the runner exited with code {code}"));
+        } else if let Some((rank, text)) = pod_failure(pod, limit.as_deref()) {
             let text = match pod_index(pod) {
                 Some(index) => format!("shard {index}: {text}"),
                 None => text,
             };
-            // Exit code 2 (bad input) explains a failure better than a retryable one.
-            if pod_error.is_none() || code == crate::jobs::EXIT_PERMANENT {
-                pod_error = Some(text);
+            if pod_error.as_ref().is_none_or(|(best, _)| rank > *best) {
+                pod_error = Some((rank, text));
             }
         }
     }
@@ -172,12 +325,19 @@ pub fn job_state(job: &Job, pods: &[&Pod]) -> JobState {
         completed_indexes: count_indexes(status.completed_indexes.as_deref()),
         failed_indexes: count_indexes(status.failed_indexes.as_deref()),
         results: results.into_iter().map(|(_, result)| result).collect(),
-        pod_error,
+        pod_error: pod_error.map(|(_, text)| text),
+        stuck: pods_sorted.iter().find_map(|pod| stuck(pod)),
         created: job.metadata.creation_timestamp.clone(),
         has_pods: !pods.is_empty()
-            || [status.active, status.ready, status.succeeded, status.failed]
-                .iter()
-                .any(|count| count.unwrap_or(0) > 0),
+            || [
+                status.active,
+                status.ready,
+                status.succeeded,
+                status.failed,
+                status.terminating,
+            ]
+            .iter()
+            .any(|count| count.unwrap_or(0) > 0),
     }
 }
 

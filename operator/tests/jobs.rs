@@ -5,13 +5,15 @@
 mod common;
 
 use common::{UID, defaults, example_spec, pipeline};
-use fruitpipe_operator::jobs::{Run, Stage, job_name, render, run_id, work_uri};
+use fruitpipe_operator::jobs::{Run, Stage, job_name, pipeline_run_id, render, run_id, work_uri};
 use k8s_openapi::api::batch::v1::Job;
 
-const RUN: Run = Run {
-    generation: 1,
-    shards: 7,
-};
+fn run() -> Run {
+    Run {
+        id: run_id("fruits-360", UID),
+        shards: 7,
+    }
+}
 
 fn check_snapshot(stage: Stage, job: &Job) {
     let path = format!(
@@ -37,40 +39,43 @@ fn check_snapshot(stage: Stage, job: &Job) {
 fn rendered_jobs_match_their_snapshots() {
     let pipeline = pipeline(example_spec());
     for stage in [Stage::Plan, Stage::Extract, Stage::Fit] {
-        check_snapshot(stage, &render(&pipeline, RUN, stage, &defaults()));
+        check_snapshot(stage, &render(&pipeline, &run(), stage, &defaults()));
     }
 }
 
 #[test]
-fn names_and_work_area_are_stable_per_generation() {
+fn names_and_work_area_come_from_the_name_and_the_uid() {
     let pipeline = pipeline(example_spec());
-    assert_eq!(run_id(&pipeline, 1), "fruits-360-g1");
+    let id = pipeline_run_id(&pipeline);
+    assert_eq!(id, run_id("fruits-360", UID));
+    let hash = id
+        .strip_prefix("fruits-360-")
+        .expect("the name comes first");
+    assert_eq!(hash.len(), 10);
+    assert!(hash.chars().all(|c| c.is_ascii_hexdigit()));
+    assert_eq!(job_name(&id, Stage::Extract), format!("{id}-extract"));
     assert_eq!(
-        job_name(&pipeline, 1, Stage::Extract),
-        "fruits-360-g1-extract"
-    );
-    assert_eq!(
-        work_uri(&pipeline, 3),
-        "s3://fruits/pca/fruits-360/_work/fruits-360-g3"
+        work_uri(&pipeline, &id),
+        format!("s3://fruits/pca/fruits-360/_work/{id}")
     );
 
-    let mut long = pipeline.clone();
-    long.metadata.name = Some("a".repeat(200));
-    let name = job_name(&long, 12, Stage::Extract);
-    assert!(name.len() <= 63, "{name}");
-    let mut other = long.clone();
-    other.metadata.name = Some(format!("{}b", "a".repeat(199)));
-    assert_ne!(
-        job_name(&other, 12, Stage::Extract),
-        name,
-        "long names must not collide"
-    );
+    // Deleted and created again under the same name: a new UID, a new run.
+    let recreated = run_id("fruits-360", "0d5c6e0a-4c1b-4f3e-9a43-1b9a6e1f0002");
+    assert_ne!(recreated, id);
+    assert!(recreated.starts_with("fruits-360-"));
+
+    // Dots and long names: the readable part is cut and dashed, the hash keeps it unique.
+    let long = run_id(&format!("{}.b", "a".repeat(250)), UID);
+    assert!(long.len() <= 49, "{long}");
+    assert!(!long.contains('.'));
+    assert_ne!(long, run_id(&format!("{}.c", "a".repeat(250)), "other-uid"));
+    assert_eq!(run_id("fruits.v2", UID), format!("fruits-v2-{hash}"));
 }
 
 #[test]
 fn extract_is_an_indexed_job_with_per_index_retries_and_a_failure_policy() {
     let pipeline = pipeline(example_spec());
-    let job = render(&pipeline, RUN, Stage::Extract, &defaults());
+    let job = render(&pipeline, &run(), Stage::Extract, &defaults());
     let spec = job.spec.unwrap();
     assert_eq!(spec.completion_mode.as_deref(), Some("Indexed"));
     assert_eq!(spec.completions, Some(7));
@@ -89,8 +94,8 @@ fn extract_is_an_indexed_job_with_per_index_retries_and_a_failure_policy() {
     // Fewer shards than parallelism: no idle pods asked for.
     let small = render(
         &pipeline,
-        Run {
-            generation: 1,
+        &Run {
+            id: run_id("fruits-360", UID),
             shards: 2,
         },
         Stage::Extract,
@@ -103,7 +108,7 @@ fn extract_is_an_indexed_job_with_per_index_retries_and_a_failure_policy() {
 fn pods_are_locked_down_and_credentials_stay_in_the_secret() {
     let pipeline = pipeline(example_spec());
     for stage in [Stage::Plan, Stage::Extract, Stage::Fit] {
-        let job = render(&pipeline, RUN, stage, &defaults());
+        let job = render(&pipeline, &run(), stage, &defaults());
         let owner = &job.metadata.owner_references.as_ref().unwrap()[0];
         assert_eq!((owner.uid.as_str(), owner.controller), (UID, Some(true)));
         let pod = job.spec.unwrap().template.spec.unwrap();
@@ -161,7 +166,7 @@ fn pods_are_locked_down_and_credentials_stay_in_the_secret() {
 fn stage_arguments_carry_the_spec() {
     let pipeline = pipeline(example_spec());
     let args = |stage| {
-        render(&pipeline, RUN, stage, &defaults())
+        render(&pipeline, &run(), stage, &defaults())
             .spec
             .unwrap()
             .template
@@ -173,7 +178,10 @@ fn stage_arguments_carry_the_spec() {
             .unwrap()
             .join(" ")
     };
-    let work = "--work s3://fruits/pca/fruits-360/_work/fruits-360-g1";
+    let work = format!(
+        "--work s3://fruits/pca/fruits-360/_work/{}",
+        run_id("fruits-360", UID)
+    );
     assert_eq!(
         args(Stage::Plan),
         format!(
@@ -205,7 +213,7 @@ fn empty_s3_fields_take_the_installation_defaults() {
             "credentialsSecret": "cluster-s3"
         }))
         .unwrap();
-        let job = render(&pipeline(spec), RUN, Stage::Plan, &installation);
+        let job = render(&pipeline(spec), &run(), Stage::Plan, &installation);
         job.spec.unwrap().template.spec.unwrap().containers[0]
             .env
             .clone()

@@ -52,9 +52,20 @@ helm install fruitpipe charts/fruitpipe --namespace fruitpipe-system --create-na
 
 step "run a FruitPipeline"
 kubectl apply -f tests/e2e/pipeline.yaml
-if ! kubectl -n "$namespace" wait fruitpipeline/fruits-360 --for=jsonpath='{.status.phase}'=Succeeded --timeout=20m; then
+# Waits for Succeeded, but stops at once on Failed and prints why.
+phase=""
+for _ in $(seq 600); do
+  phase=$(kubectl -n "$namespace" get fruitpipeline fruits-360 -o jsonpath='{.status.phase}')
+  [ "$phase" = Succeeded ] || [ "$phase" = Failed ] && break
+  sleep 2
+done
+if [ "$phase" != Succeeded ]; then
+  echo "e2e: the pipeline is ${phase:-without a phase}; its conditions:" >&2
+  kubectl -n "$namespace" get fruitpipeline fruits-360 \
+    -o jsonpath='{range .status.conditions[*]}{.type}={.status} {.reason}: {.message}{"\n"}{end}' >&2
   kubectl -n "$namespace" get fruitpipeline fruits-360 -o yaml
   kubectl -n "$namespace" get jobs,pods
+  kubectl -n "$namespace" get events --sort-by=.lastTimestamp | tail -30
   kubectl -n fruitpipe-system logs deployment/fruitpipe-fruitpipe-operator --tail=100
   exit 1
 fi
@@ -70,9 +81,10 @@ echo "features_pca.csv: $rows rows, $columns columns"
 [ "$(head -1 "$staging/features_pca.csv" | cut -d, -f1-3)" = "path,label,pc_1" ] || exit 1
 
 step "delete the pipeline: its Jobs must go with it"
+run=$(kubectl -n "$namespace" get fruitpipeline fruits-360 -o jsonpath='{.status.runId}')
 kubectl -n "$namespace" delete fruitpipeline fruits-360 --wait
 for _ in $(seq 60); do
-  left=$(kubectl -n "$namespace" get jobs -l fruitpipe.dev/pipeline=fruits-360 -o name | wc -l)
+  left=$(kubectl -n "$namespace" get jobs -l "fruitpipe.dev/run=$run" -o name | wc -l)
   [ "$left" -eq 0 ] && break
   sleep 2
 done

@@ -1,0 +1,2 @@
+//! Test doubles shared by the operator's integration tests.
+pub mod cluster;
