@@ -295,6 +295,17 @@ fn wrong_values_fail_at_install_time() {
 }
 
 #[test]
+fn the_chart_works_as_a_subchart_with_global_values() {
+    // A parent chart passes `global` to every subchart; the schema must allow it.
+    let output = template(&["--set", "global.imageRegistry=registry.example"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
 fn the_chart_carries_the_same_crd_as_crds() {
     let chart =
         std::fs::read_to_string(repo().join("charts/fruitpipe/crds/fruitpipeline.yaml")).unwrap();

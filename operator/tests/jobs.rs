@@ -249,3 +249,50 @@ fn empty_s3_fields_take_the_installation_defaults() {
     assert!(named.contains(&pair("AWS_REGION", "us-east-1")));
     assert!(named.contains(&pair("AWS_ACCESS_KEY_ID", "fruitpipe-s3")));
 }
+
+#[test]
+fn every_stage_honours_suspend_the_deadline_and_the_tmp_limit() {
+    let mut spec = example_spec();
+    spec["suspend"] = serde_json::json!(true);
+    spec["runner"]["activeDeadlineSeconds"] = serde_json::json!(3600);
+    spec["runner"]["tmpSizeLimit"] = serde_json::json!("2Gi");
+    let pipeline = pipeline(spec);
+    for stage in Stage::ALL {
+        let job = render(&pipeline, &run(), stage, &defaults());
+        let labels = job.metadata.labels.clone().unwrap();
+        assert!(labels.values().all(|value| value.len() <= 63), "{labels:?}");
+        assert_eq!(
+            job.metadata.annotations.unwrap()["fruitpipe.dev/pipeline"],
+            "fruits-360"
+        );
+        let spec = job.spec.unwrap();
+        assert_eq!(spec.suspend, Some(true), "{}", stage.as_str());
+        assert_eq!(spec.active_deadline_seconds, Some(3600));
+        let volume = &spec.template.spec.unwrap().volumes.unwrap()[0];
+        assert_eq!(
+            volume
+                .empty_dir
+                .as_ref()
+                .unwrap()
+                .size_limit
+                .as_ref()
+                .unwrap()
+                .0,
+            "2Gi"
+        );
+    }
+}
+
+#[test]
+fn event_notes_are_cut_to_1024_bytes_at_a_character_boundary() {
+    use fruitpipe_operator::controller::event_note;
+    assert_eq!(event_note("short"), "short");
+    let long = "é".repeat(600); // 1,200 bytes
+    let note = event_note(&long);
+    assert!(
+        note.len() <= 1024 && note.ends_with("..."),
+        "{}",
+        note.len()
+    );
+    assert!(note.starts_with("éé"));
+}
