@@ -6,6 +6,8 @@
 //! selectors match, as the API server would.
 
 mod common;
+#[allow(dead_code)]
+mod support;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +26,7 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::client::Body;
 use serde_json::{Value, json};
+use support::cluster::{merge, query_param};
 
 type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
 
@@ -36,29 +39,6 @@ struct Call {
     content_type: String,
     body: Value,
     respond: tower_test::mock::SendResponse<Response<Body>>,
-}
-
-fn query_param(query: &str, name: &str) -> Option<String> {
-    query.split('&').find_map(|pair| {
-        let (key, value) = pair.split_once('=')?;
-        (key == name).then(|| percent_decode(value))
-    })
-}
-
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() + 1 {
-            out.push(u8::from_str_radix(&text[i + 1..i + 3], 16).unwrap());
-            i += 3;
-        } else {
-            out.push(if bytes[i] == b'+' { b' ' } else { bytes[i] });
-            i += 1;
-        }
-    }
-    String::from_utf8(out).unwrap()
 }
 
 /// Whether a pod matches `key=value,...` label terms and a `status.phase=X` field selector.
@@ -250,21 +230,6 @@ impl ApiServer {
         refuse_unless_conformant("Event", conformance::check_event(&event));
         Self::reply(call.respond, 201, &call.body);
         call.body
-    }
-}
-
-fn merge(target: &mut Value, patch: &Value) {
-    match (target, patch) {
-        (Value::Object(target), Value::Object(patch)) => {
-            for (key, value) in patch {
-                if value.is_null() {
-                    target.remove(key);
-                } else {
-                    merge(target.entry(key.clone()).or_insert(Value::Null), value);
-                }
-            }
-        }
-        (target, patch) => *target = patch.clone(),
     }
 }
 

@@ -110,7 +110,7 @@ pub fn merge(target: &mut Value, patch: &Value) {
     }
 }
 
-fn percent_decode(text: &str) -> String {
+pub fn percent_decode(text: &str) -> String {
     let bytes = text.as_bytes();
     let mut out = Vec::new();
     let mut i = 0;
@@ -126,7 +126,7 @@ fn percent_decode(text: &str) -> String {
     String::from_utf8(out).unwrap()
 }
 
-fn query_param(query: &str, name: &str) -> Option<String> {
+pub fn query_param(query: &str, name: &str) -> Option<String> {
     query.split('&').find_map(|pair| {
         let (key, value) = pair.split_once('=')?;
         (key == name).then(|| percent_decode(value))
