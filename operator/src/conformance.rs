@@ -901,6 +901,20 @@ impl Checker {
         });
     }
 
+    /// A field that must be set and at most `limit` bytes long (Go's `len`).
+    fn required_within(&mut self, field: &str, value: &str, limit: usize, rule: &'static str) {
+        if value.is_empty() {
+            self.push(field, "Required value", rule);
+        }
+        if value.len() > limit {
+            self.push(
+                field,
+                format!("Invalid value: \"\": can have at most {limit} characters"),
+                rule,
+            );
+        }
+    }
+
     fn nonnegative(&mut self, field: &str, value: Option<i64>) {
         // k8s.io/apimachinery/pkg/api/validation.ValidateNonnegativeField
         if let Some(value) = value
@@ -3427,38 +3441,16 @@ pub fn check_event(event: &Event) -> Vec<Violation> {
             );
         }
         let reporting_instance = event.reporting_instance.as_deref().unwrap_or_default();
-        if reporting_instance.is_empty() {
-            c.push("reportingInstance", "Required value", legacy);
-        }
-        if reporting_instance.len() > REPORTING_INSTANCE_LENGTH_LIMIT {
-            c.push(
-                "reportingInstance",
-                format!("Invalid value: \"\": can have at most {REPORTING_INSTANCE_LENGTH_LIMIT} characters"),
-                legacy,
-            );
-        }
+        c.required_within(
+            "reportingInstance",
+            reporting_instance,
+            REPORTING_INSTANCE_LENGTH_LIMIT,
+            legacy,
+        );
         let action = event.action.as_deref().unwrap_or_default();
-        if action.is_empty() {
-            c.push("action", "Required value", legacy);
-        }
-        if action.len() > ACTION_LENGTH_LIMIT {
-            c.push(
-                "action",
-                format!("Invalid value: \"\": can have at most {ACTION_LENGTH_LIMIT} characters"),
-                legacy,
-            );
-        }
+        c.required_within("action", action, ACTION_LENGTH_LIMIT, legacy);
         let reason = event.reason.as_deref().unwrap_or_default();
-        if reason.is_empty() {
-            c.push("reason", "Required value", legacy);
-        }
-        if reason.len() > REASON_LENGTH_LIMIT {
-            c.push(
-                "reason",
-                format!("Invalid value: \"\": can have at most {REASON_LENGTH_LIMIT} characters"),
-                legacy,
-            );
-        }
+        c.required_within("reason", reason, REASON_LENGTH_LIMIT, legacy);
         let note = event.note.as_deref().unwrap_or_default();
         if note.len() > NOTE_LENGTH_LIMIT {
             c.push(

@@ -207,18 +207,13 @@ pub fn decide(pipeline: &FruitPipeline, observed: &Observed, now: &Time) -> Deci
             }
             Outcome::Failed { .. } => {
                 let why = job.failure().unwrap_or_default();
-                let reason = match stage {
-                    Stage::Plan => "PlanFailed",
-                    Stage::Extract => "ExtractFailed",
-                    Stage::Fit => "FitFailed",
-                };
+                let reason = failed_reason(stage);
                 fail_stage(&mut status, reason, stage.as_str(), &why, generation, now);
                 return finish(decision, &old, status);
             }
             Outcome::Succeeded => {
                 if let Err(message) = record_stage(&mut status, pipeline, stage, job, now) {
-                    let reason = format!("{}Failed", capitalised(stage.as_str()));
-                    fail(&mut status, &reason, &message, generation, now);
+                    fail(&mut status, failed_reason(stage), &message, generation, now);
                     return finish(decision, &old, status);
                 }
                 status.completed_stages.push(stage);
@@ -228,12 +223,13 @@ pub fn decide(pipeline: &FruitPipeline, observed: &Observed, now: &Time) -> Deci
     finish(decision, &old, status)
 }
 
-fn capitalised(word: &str) -> String {
-    let mut chars = word.chars();
-    chars
-        .next()
-        .map(|first| first.to_ascii_uppercase().to_string() + chars.as_str())
-        .unwrap_or_default()
+/// The `Failed` condition's reason when `stage` fails.
+fn failed_reason(stage: Stage) -> &'static str {
+    match stage {
+        Stage::Plan => "PlanFailed",
+        Stage::Extract => "ExtractFailed",
+        Stage::Fit => "FitFailed",
+    }
 }
 
 /// Asks for the stage's Job, unless the pipeline is suspended.
@@ -656,8 +652,7 @@ pub fn record_refusal(
         generation,
         now,
     );
-    let decision = finish(decision, &old, status);
-    let mut decision = decision;
+    let mut decision = finish(decision, &old, status);
     if !repeated {
         decision.events.push((
             EventType::Warning,
