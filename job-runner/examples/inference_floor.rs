@@ -32,7 +32,7 @@ fn main() -> anyhow::Result<()> {
             model
                 .info
                 .preprocessing
-                .tensor_from_bytes(&data)
+                .tensor_from_bytes(&data, fruitpipe_runner::imaging::DEFAULT_MAX_PIXELS)
                 .map_err(anyhow::Error::msg)?,
         );
     }

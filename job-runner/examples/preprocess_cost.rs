@@ -13,12 +13,18 @@ fn main() {
         preset: Preset::Lite,
         size,
         layout: Layout::Nchw,
+        exif_orientation: true,
     };
     let t = std::time::Instant::now();
     let mut decode = std::time::Duration::ZERO;
     for bytes in &photos {
         let t0 = std::time::Instant::now();
-        let image = fruitpipe_runner::imaging::decode_rgb(bytes).unwrap();
+        let image = fruitpipe_runner::imaging::decode_rgb(
+            bytes,
+            fruitpipe_runner::imaging::DEFAULT_MAX_PIXELS,
+            true,
+        )
+        .unwrap();
         decode += t0.elapsed();
         let mut out = vec![0.0; p.tensor_len()];
         p.write_tensor(&image, &mut out);

@@ -5,8 +5,9 @@ use std::io::IsTerminal;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use fruitpipe_runner::error::{Error, Result};
+use fruitpipe_runner::extract::{DEFAULT_MAX_PHOTO_BYTES, PhotoLimits};
 use fruitpipe_runner::fit::FitOptions;
-use fruitpipe_runner::imaging::Preset;
+use fruitpipe_runner::imaging::{DEFAULT_MAX_PIXELS, Preset};
 use fruitpipe_runner::pca::Components;
 use fruitpipe_runner::run::{ModelOptions, RunOptions};
 use fruitpipe_runner::storage::{DEFAULT_S3_ATTEMPT_TIMEOUT, Location, S3Options};
@@ -96,6 +97,13 @@ pub struct ModelArgs {
     /// Inference threads [default: all cores]
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Photos larger than this many bytes are skipped (and listed in errors.csv) before
+    /// they are downloaded
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_PHOTO_BYTES)]
+    pub max_photo_bytes: u64,
+    /// Photos of more pixels (width x height) than this are skipped before they are decoded
+    #[arg(long, value_name = "PIXELS", default_value_t = DEFAULT_MAX_PIXELS)]
+    pub max_pixels: u64,
 }
 
 #[derive(Debug, Args)]
@@ -237,13 +245,27 @@ impl ModelArgs {
     }
 }
 
+impl ModelArgs {
+    pub fn limits(&self) -> Result<PhotoLimits> {
+        if self.max_photo_bytes == 0 || self.max_pixels == 0 {
+            return Err(Error::Config(
+                "--max-photo-bytes and --max-pixels must be at least 1".into(),
+            ));
+        }
+        Ok(PhotoLimits {
+            max_bytes: self.max_photo_bytes,
+            max_pixels: self.max_pixels,
+        })
+    }
+}
+
 impl PcaArgs {
     pub fn options(&self) -> Result<FitOptions> {
         let components = match self.components {
             Some(k) => Components::Count(k),
             None => Components::Variance(self.variance),
         };
-        components.validate(usize::MAX, u64::MAX)?;
+        components.validate(usize::MAX)?;
         Ok(FitOptions {
             components,
             standardize: self.standardize,
@@ -259,6 +281,7 @@ impl RunArgs {
             output: Location::parse(&self.output)?,
             model: self.model.options(),
             batch: self.model.batch,
+            limits: self.model.limits()?,
             shard_size: self.shard_size,
             fit: self.pca.options()?,
             progress: std::io::stderr().is_terminal(),

@@ -51,6 +51,23 @@ pub enum Error {
     #[error("{uri} does not exist{hint}")]
     NotFound { uri: String, hint: String },
 
+    /// One object or file cannot be read for a reason that is about it alone: access denied
+    /// on that key (or on its KMS key), archived in Glacier, a FIFO or a symbolic link loop.
+    /// A photo is skipped for it; anything else (the model, a manifest) cannot be used.
+    #[error("{uri} cannot be read: {reason}; {hint}")]
+    ObjectRefused {
+        uri: String,
+        reason: String,
+        hint: String,
+        /// Access was refused (a policy, an ACL, file permissions, a KMS key), as opposed to
+        /// an object that is not readable as it is (archived, a FIFO).
+        denied: bool,
+    },
+
+    /// A photo refused before it was downloaded or decoded (too large, not an image).
+    #[error("{uri}: {reason}")]
+    Unusable { uri: String, reason: String },
+
     /// A failure that may go away on retry (throttling, 5xx, a broken connection).
     #[error("{what} failed{}: {detail}; re-running the same command is safe", after(.attempts))]
     Transient {
@@ -86,13 +103,36 @@ impl Error {
             Error::Config(_)
             | Error::Input(_)
             | Error::AccessDenied { .. }
-            | Error::NotFound { .. } => EXIT_PERMANENT,
+            | Error::NotFound { .. }
+            | Error::ObjectRefused { .. }
+            | Error::Unusable { .. } => EXIT_PERMANENT,
             Error::Unreachable { .. }
             | Error::Transient { .. }
             | Error::Io { .. }
             | Error::Work(_)
             | Error::Inference(_) => EXIT_RETRYABLE,
         }
+    }
+
+    /// The reason to skip a photo when this error came from reading it, if it is about that
+    /// photo alone; `None` when the whole run is concerned (exit with [`Error::exit_code`]).
+    ///
+    /// This, with `exit_code`, is where every failure gets its class: one photo (skipped and
+    /// listed in `errors.csv`), transient (exit 1: the operator retries the pod) or a
+    /// mistake no retry fixes (exit 2: the pipeline fails at once).
+    pub fn photo_problem(&self) -> Option<String> {
+        match self {
+            Error::NotFound { .. } => Some("missing: deleted after the input was listed".into()),
+            Error::ObjectRefused { reason, .. } | Error::Unusable { reason, .. } => {
+                Some(reason.clone())
+            }
+            _ => None,
+        }
+    }
+
+    /// Access to the object was refused ([`Error::ObjectRefused`] with `denied`).
+    pub fn is_denial(&self) -> bool {
+        matches!(self, Error::ObjectRefused { denied: true, .. })
     }
 
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {

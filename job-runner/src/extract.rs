@@ -9,20 +9,53 @@ use std::time::Instant;
 use bytes::Bytes;
 use futures::StreamExt;
 use indicatif::ProgressBar;
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 
 use crate::error::{Error, Result};
-use crate::imaging::Preprocessing;
+use crate::imaging::{self, DEFAULT_MAX_PIXELS, Preprocessing};
 use crate::model::Model;
+use crate::plan::read_plan;
 use crate::stats::Moments;
-use crate::storage::{Location, Storage};
+use crate::storage::{ByteBudget, Location, Photo, Storage};
 use crate::work::{Partial, ShardFeatures, ShardReport, Skipped, WorkDir, parse_manifest};
 
 /// Photos fetched at once; S3 latency, not bandwidth, limits small objects.
 const FETCH_CONCURRENCY: usize = 32;
+/// Bytes of fetched, not yet decoded photos held at once (at least one photo's worth).
+const FETCH_BUDGET_BYTES: u64 = 256 << 20;
+/// Rows folded into the moments at a time, whatever the inference batch: the sums then
+/// do not depend on --batch.
+const MOMENT_BLOCK_ROWS: usize = 64;
+/// Default of --max-photo-bytes.
+pub const DEFAULT_MAX_PHOTO_BYTES: u64 = 64 << 20;
+
+/// What one photo may cost; larger photos are skipped with the reason.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PhotoLimits {
+    /// Size of the file or object, checked before it is downloaded.
+    pub max_bytes: u64,
+    /// Width x height, checked from the header before the photo is decoded.
+    pub max_pixels: u64,
+}
+
+impl Default for PhotoLimits {
+    fn default() -> Self {
+        PhotoLimits {
+            max_bytes: DEFAULT_MAX_PHOTO_BYTES,
+            max_pixels: DEFAULT_MAX_PIXELS,
+        }
+    }
+}
+
+/// Why a photo cannot be used; `denied` when access to it was refused.
+#[derive(Debug)]
+struct Problem {
+    reason: String,
+    denied: bool,
+}
 
 /// A photo ready for the model, or the reason it cannot be used.
-type Loaded = std::result::Result<Vec<f32>, String>;
+type Loaded = std::result::Result<Vec<f32>, Problem>;
 
 /// Extracts shard `shard` of `work` and writes its features, then its partial statistics
 /// (the partial is written last: its presence means the shard is done).
@@ -32,12 +65,16 @@ pub async fn extract(
     work: &WorkDir,
     shard: usize,
     batch: usize,
+    limits: PhotoLimits,
     progress: &ProgressBar,
 ) -> Result<ShardReport> {
     if batch == 0 {
         return Err(Error::Config("--batch must be at least 1".into()));
     }
     let started = Instant::now();
+    // The plan first, then the manifest: a plan written in between makes the shard carry
+    // the old id, which `fit` refuses, never the new id with old contents.
+    let plan = read_plan(storage, work).await?;
     let photos = read_manifest(storage, work, shard).await?;
     let images = photos.len() as u64;
     let (info, preprocessing) = {
@@ -46,17 +83,15 @@ pub async fn extract(
     };
 
     let (sender, receiver) = mpsc::channel(batch * 2);
-    let producer = tokio::spawn(load_in_order(
-        Arc::clone(storage),
-        photos,
-        preprocessing,
-        sender,
-    ));
+    let loader = Loader::new(Arc::clone(storage), preprocessing, limits);
+    let producer = tokio::spawn(loader.load_in_order(photos, sender));
     // Inference and statistics run on one thread for the whole shard: the large, short-lived
     // buffers they allocate then stay in one allocator arena instead of one per pool thread.
     let consumer = {
-        let (model, progress) = (Arc::clone(model), progress.clone());
-        tokio::task::spawn_blocking(move || infer_in_batches(receiver, &model, batch, &progress))
+        let (model, progress, plan) = (Arc::clone(model), progress.clone(), plan.id.clone());
+        tokio::task::spawn_blocking(move || {
+            infer_in_batches(receiver, &model, &plan, batch, &progress)
+        })
     };
     let outcome = consumer.await.expect("inference thread panicked");
     producer.await.expect("photo loader panicked");
@@ -64,9 +99,15 @@ pub async fn extract(
         features,
         moments,
         skipped,
+        denied,
+        ..
     } = outcome?;
+    if features.is_empty() && denied > 0 && denied == skipped.len() {
+        return Err(every_photo_denied(shard, &skipped));
+    }
 
     let report = ShardReport {
+        plan: plan.id,
         shard,
         images,
         used: features.len() as u64,
@@ -87,6 +128,20 @@ pub async fn extract(
     Ok(report)
 }
 
+/// Access refused to every photo of a shard is about the input prefix, not the photos: a
+/// configuration error, not a shard of skips.
+fn every_photo_denied(shard: usize, skipped: &[Skipped]) -> Error {
+    let example = &skipped[0];
+    Error::AccessDenied {
+        uri: example.path.clone(),
+        detail: format!(
+            "all {} photos of shard {shard} were refused, this one with: {}; the credentials cannot read the input prefix (s3:GetObject, and kms:Decrypt for KMS-encrypted photos)",
+            skipped.len(),
+            example.reason
+        ),
+    }
+}
+
 async fn read_manifest(storage: &Storage, work: &WorkDir, shard: usize) -> Result<Vec<Location>> {
     let manifest = work.manifest(shard);
     let bytes = storage.get(&manifest).await.map_err(|err| match err {
@@ -103,66 +158,163 @@ async fn read_manifest(storage: &Storage, work: &WorkDir, shard: usize) -> Resul
     parse_manifest(text)
 }
 
-/// Fetches and decodes photos concurrently, and sends them on in manifest order.
-async fn load_in_order(
+/// Fetches and decodes photos with bounded memory: at most [`FETCH_BUDGET_BYTES`] of
+/// fetched photos, and at most one decode per core, a photo near --max-pixels taking every
+/// core's share (decoded alone).
+struct Loader {
     storage: Arc<Storage>,
-    photos: Vec<Location>,
     preprocessing: Preprocessing,
-    sender: mpsc::Sender<(Location, Result<Loaded>)>,
-) {
-    let mut loaded = futures::stream::iter(photos)
-        .map(|photo| {
-            let storage = Arc::clone(&storage);
-            async move {
-                let result = load(&storage, &photo, preprocessing).await;
-                (photo, result)
-            }
+    limits: PhotoLimits,
+    fetch_budget: ByteBudget,
+    decoders: Arc<Semaphore>,
+    cores: u32,
+}
+
+impl Loader {
+    fn new(storage: Arc<Storage>, preprocessing: Preprocessing, limits: PhotoLimits) -> Arc<Self> {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+        Arc::new(Loader {
+            storage,
+            preprocessing,
+            limits,
+            fetch_budget: ByteBudget::new(FETCH_BUDGET_BYTES.max(limits.max_bytes)),
+            decoders: Arc::new(Semaphore::new(cores as usize)),
+            cores,
         })
-        .buffered(FETCH_CONCURRENCY);
-    while let Some(item) = loaded.next().await {
-        let fatal = item.1.is_err();
-        if sender.send(item).await.is_err() || fatal {
-            return;
+    }
+
+    /// Loads photos concurrently and sends them on in manifest order.
+    async fn load_in_order(
+        self: Arc<Self>,
+        photos: Vec<Location>,
+        sender: mpsc::Sender<(Location, Result<Loaded>)>,
+    ) {
+        let mut loaded = futures::stream::iter(photos)
+            .map(|photo| {
+                let loader = Arc::clone(&self);
+                async move {
+                    let result = loader.load(&photo).await;
+                    (photo, result)
+                }
+            })
+            .buffered(FETCH_CONCURRENCY);
+        while let Some(item) = loaded.next().await {
+            let fatal = item.1.is_err();
+            if sender.send(item).await.is_err() || fatal {
+                return;
+            }
         }
+    }
+
+    async fn load(&self, photo: &Location) -> Result<Loaded> {
+        let fetched = self
+            .storage
+            .get_photo(photo, self.limits.max_bytes, &self.fetch_budget)
+            .await;
+        let Photo { bytes, .. } = match &fetched {
+            Ok(photo) => photo,
+            Err(_) => return skip_or_fail(fetched.err().expect("an error")),
+        };
+        let bytes = bytes.clone();
+        let (width, height) = match imaging::inspect(&bytes, self.limits.max_pixels) {
+            Ok(dimensions) => dimensions,
+            Err(unusable) => return Ok(Err(Problem::of(unusable.to_string()))),
+        };
+        let _decoding = Arc::clone(&self.decoders)
+            .acquire_many_owned(self.decode_weight(width, height))
+            .await
+            .expect("the decoder permits are never closed");
+        let (preprocessing, max_pixels) = (self.preprocessing, self.limits.max_pixels);
+        let decoded = tokio::task::spawn_blocking(move || {
+            preprocessing.tensor_from_bytes(&bytes, max_pixels)
+        })
+        .await;
+        Ok(match decoded {
+            Ok(result) => result.map_err(|reason| Problem::of(reason.to_string())),
+            Err(panic) => Err(Problem::of(format!(
+                "the decoder crashed on this file: {panic}"
+            ))),
+        })
+    }
+
+    /// Cores' worth of decoding a photo of this size takes: one for a small photo, all of
+    /// them for one of --max-pixels.
+    fn decode_weight(&self, width: u32, height: u32) -> u32 {
+        let pixels = u64::from(width) * u64::from(height);
+        let share = self
+            .limits
+            .max_pixels
+            .div_ceil(u64::from(self.cores))
+            .max(1);
+        pixels.div_ceil(share).clamp(1, u64::from(self.cores)) as u32
     }
 }
 
-async fn load(storage: &Storage, photo: &Location, preprocessing: Preprocessing) -> Result<Loaded> {
-    let bytes = match storage.get(photo).await {
-        Ok(bytes) => bytes,
-        Err(Error::NotFound { .. }) => {
-            return Ok(Err("missing: deleted after the input was listed".into()));
+/// A failure to read one photo: skipped when it is about that photo, else the shard fails.
+fn skip_or_fail(err: Error) -> Result<Loaded> {
+    match err.photo_problem() {
+        Some(reason) => Ok(Err(Problem {
+            reason,
+            denied: err.is_denial(),
+        })),
+        None => Err(err),
+    }
+}
+
+impl Problem {
+    fn of(reason: String) -> Self {
+        Problem {
+            reason,
+            denied: false,
         }
-        Err(err) => return Err(err),
-    };
-    let decoded =
-        tokio::task::spawn_blocking(move || preprocessing.tensor_from_bytes(&bytes)).await;
-    Ok(match decoded {
-        Ok(result) => result.map_err(|reason| reason.to_string()),
-        Err(panic) => Err(format!("the decoder crashed on this file: {panic}")),
-    })
+    }
 }
 
 /// What one shard's photos became.
 struct Extracted {
     features: ShardFeatures,
     moments: Moments,
+    /// Feature rows not yet folded into `moments` (fewer than a block).
+    unfolded: Vec<f32>,
     skipped: Vec<Skipped>,
+    /// How many of `skipped` were refused access.
+    denied: usize,
+}
+
+impl Extracted {
+    /// Folds rows into the moments a fixed block at a time.
+    fn add_rows(&mut self, rows: &[f32], finished: bool) {
+        let block = MOMENT_BLOCK_ROWS * self.features.dim;
+        self.unfolded.extend_from_slice(rows);
+        let whole = if finished {
+            self.unfolded.len()
+        } else {
+            self.unfolded.len() / block * block
+        };
+        for chunk in self.unfolded[..whole].chunks(block) {
+            self.moments.add_batch(chunk);
+        }
+        self.unfolded.drain(..whole);
+    }
 }
 
 /// Receives loaded photos in order and runs them through the model `batch` at a time.
 fn infer_in_batches(
     mut receiver: mpsc::Receiver<(Location, Result<Loaded>)>,
     model: &Mutex<Model>,
+    plan: &str,
     batch: usize,
     progress: &ProgressBar,
 ) -> Result<Extracted> {
     let mut model = model.lock().expect("model lock");
     let dim = model.info.dim;
+    let batch = batch.min(model.batch_limit().unwrap_or(usize::MAX));
     let mut extracted = Extracted {
-        features: ShardFeatures::new(dim),
+        features: ShardFeatures::new(plan, dim),
         moments: Moments::new(dim),
+        unfolded: Vec::new(),
         skipped: Vec::new(),
+        denied: 0,
     };
     let mut pending: Vec<(Location, Vec<f32>)> = Vec::with_capacity(batch);
     // One input buffer for every batch of the shard: a fresh one per batch (tens of MiB at
@@ -174,11 +326,12 @@ fn infer_in_batches(
         if let Some((photo, loaded)) = next {
             match loaded? {
                 Ok(tensor) => pending.push((photo, tensor)),
-                Err(reason) => {
-                    tracing::warn!(photo = %photo, %reason, "skipping photo");
+                Err(problem) => {
+                    tracing::warn!(photo = %photo, reason = %problem.reason, "skipping photo");
+                    extracted.denied += usize::from(problem.denied);
                     extracted.skipped.push(Skipped {
                         path: photo.to_string(),
-                        reason,
+                        reason: problem.reason,
                     });
                     progress.inc(1);
                 }
@@ -190,6 +343,7 @@ fn infer_in_batches(
             progress.inc(count);
         }
         if finished {
+            extracted.add_rows(&[], true);
             return Ok(extracted);
         }
     }
@@ -214,7 +368,7 @@ fn run_batch(
                 .into(),
         ));
     }
-    extracted.moments.add_batch(&rows);
+    extracted.add_rows(&rows, false);
     let dim = extracted.features.dim;
     for ((photo, _), row) in pending.drain(..).zip(rows.chunks_exact(dim)) {
         extracted

@@ -45,8 +45,13 @@ pub async fn fit(
     progress: &ProgressBar,
 ) -> Result<Summary> {
     let started = Instant::now();
+    // The previous summary goes first: until the new one is written, nothing in the output
+    // folder says "complete".
+    storage.delete(&output.join(SUMMARY_JSON)).await?;
     let plan = read_plan(storage, work).await?;
-    let merged = merge_partials(storage, work, plan.shards).await?;
+    let mut merged = merge_partials(storage, work, &plan.id, plan.shards).await?;
+    merged.skipped.splice(0..0, plan.skipped.iter().cloned());
+    merged.images += plan.skipped.len() as u64;
     // Written first, so that even a run that cannot fit says which inputs it skipped.
     storage
         .put(
@@ -63,19 +68,18 @@ pub async fn fit(
     );
 
     progress.set_length(merged.moments.n);
-    let csv_file =
-        tempfile::NamedTempFile::new().map_err(|err| Error::io(std::env::temp_dir(), err))?;
-    let mut rows = CsvRows::create(csv_file.path(), pca.k)?;
+    // Streamed to the output as it is projected: no local copy, whatever its size.
+    let mut csv = storage.writer(&output.join(FEATURES_CSV)).await?;
+    let mut rows = CsvRows::new(pca.k);
     for shard in 0..plan.shards {
-        let written = project_shard(storage, work, shard, &pca, &mut rows).await?;
+        let written = project_shard(storage, work, &plan.id, shard, &pca, &mut rows).await?;
+        csv.write(&rows.take()).await?;
         progress.inc(written);
     }
-    rows.finish()?;
+    csv.write(&rows.take()).await?;
+    csv.finish().await?;
 
     let outputs = Outputs::under(output);
-    storage
-        .put_file(&output.join(FEATURES_CSV), csv_file.path())
-        .await?;
     let model_file = ModelFile {
         feature_model: merged.model.clone(),
         pca: pca.clone(),
@@ -113,11 +117,17 @@ async fn put_json(storage: &Storage, at: &Location, value: &impl serde::Serializ
 
 /// Merges the partials in shard order, so the result does not depend on which pod
 /// finished first or how often a shard was retried.
-async fn merge_partials(storage: &Storage, work: &WorkDir, shards: usize) -> Result<Merged> {
+async fn merge_partials(
+    storage: &Storage,
+    work: &WorkDir,
+    plan: &str,
+    shards: usize,
+) -> Result<Merged> {
     let mut merged: Option<Merged> = None;
     for shard in 0..shards {
         let partial = read_partial(storage, work, shard).await?;
         let report = partial.report;
+        check_plan(plan, &report.plan, shard, &work.partial(shard))?;
         match &mut merged {
             None => {
                 merged = Some(Merged {
@@ -159,9 +169,26 @@ async fn read_partial(storage: &Storage, work: &WorkDir, shard: usize) -> Result
     Partial::from_bytes(&bytes, &place)
 }
 
+/// A shard extracted from another plan's manifest than the current one (plan was run
+/// again into the same work area) must not be merged: its photos are not this plan's.
+fn check_plan(plan: &str, shard_plan: &str, shard: usize, place: &Location) -> Result<()> {
+    if shard_plan == plan {
+        return Ok(());
+    }
+    Err(Error::Config(format!(
+        "{place} belongs to another plan of this work area (plan {}, the current one is {plan}): `plan` was run again after shard {shard} was extracted; run `fruitpipe extract --index {shard}` again for every shard, or use a new --work",
+        if shard_plan.is_empty() {
+            "unknown"
+        } else {
+            shard_plan
+        }
+    )))
+}
+
 async fn project_shard(
     storage: &Storage,
     work: &WorkDir,
+    plan: &str,
     shard: usize,
     pca: &Pca,
     rows: &mut CsvRows,
@@ -169,6 +196,7 @@ async fn project_shard(
     let place = work.features(shard);
     let bytes = storage.get(&place).await?;
     let features = ShardFeatures::from_bytes(&bytes, &place)?;
+    check_plan(plan, &features.plan, shard, &place)?;
     if features.is_empty() {
         return Ok(0);
     }
@@ -185,7 +213,7 @@ async fn project_shard(
         let projected = pca.project(block);
         for (offset, components) in projected.chunks_exact(pca.k).enumerate() {
             let index = first * PROJECTION_CHUNK + offset;
-            rows.write(&features.paths[index], &features.labels[index], components)?;
+            rows.write(&features.paths[index], &features.labels[index], components);
         }
     }
     Ok(features.len() as u64)

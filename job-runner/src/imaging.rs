@@ -3,14 +3,19 @@
 use std::io::Cursor;
 
 use image::imageops::FilterType;
-use image::{DynamicImage, ImageFormat, ImageReader, Limits, RgbImage};
+use image::metadata::Orientation;
+use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits, RgbImage};
 use serde::{Deserialize, Serialize};
 
-/// Photos larger than this on either side are skipped rather than decoded: one would take
-/// gigabytes, and no CNN input needs it.
-pub const MAX_SIDE: u32 = 12_000;
-/// Upper bound on what the decoder may allocate for one photo.
-const MAX_DECODE_BYTES: u64 = 512 * 1024 * 1024;
+/// Photos with more pixels than this are skipped rather than decoded, unless
+/// `--max-pixels` says otherwise: a 12,000 x 12,000 photo takes 432 MB as RGB, and no CNN
+/// input needs it.
+pub const DEFAULT_MAX_PIXELS: u64 = 50_000_000;
+/// Bytes read before a photo's format is checked ([`check_signature`]).
+pub const SIGNATURE_BYTES: usize = 8;
+
+const JPEG_SIGNATURE: [u8; 3] = [0xFF, 0xD8, 0xFF];
+const PNG_SIGNATURE: [u8; 8] = *b"\x89PNG\r\n\x1a\n";
 
 /// How pixel values are scaled before the network sees them, named after the frameworks
 /// whose pretrained weights expect them.
@@ -41,6 +46,12 @@ pub struct Preprocessing {
     pub preset: Preset,
     pub size: u32,
     pub layout: Layout,
+    /// Photos are turned upright as their EXIF orientation says, as phones and viewers show
+    /// them (Keras' and PIL's loaders did not: a phone photo taken sideways reached the
+    /// network sideways). Fruits-360 photos carry no EXIF, so their features are the same
+    /// either way. Absent in files written before it existed: false.
+    #[serde(default)]
+    pub exif_orientation: bool,
 }
 
 /// Why a photo could not be used; it lands in `errors.csv`.
@@ -50,8 +61,15 @@ pub enum Unusable {
     Empty,
     #[error("not a supported image (JPEG or PNG): {0}")]
     NotAnImage(String),
-    #[error("image is {width}x{height}, larger than the {MAX_SIDE}x{MAX_SIDE} limit")]
-    TooLarge { width: u32, height: u32 },
+    #[error(
+        "image is {width}x{height} ({} megapixels), over the --max-pixels limit ({max_pixels}); raise the limit to use it",
+        (u64::from(*width) * u64::from(*height)) as f64 / 1e6
+    )]
+    TooLarge {
+        width: u32,
+        height: u32,
+        max_pixels: u64,
+    },
     #[error("corrupt or truncated image: {0}")]
     Corrupt(String),
 }
@@ -80,18 +98,33 @@ impl Preset {
     }
 }
 
-/// Decodes any supported photo into 8-bit RGB: grayscale is expanded, transparency is
-/// composited over white (the Fruits-360 background), 16-bit is reduced.
-pub fn decode_rgb(bytes: &[u8]) -> Result<RgbImage, Unusable> {
+/// Refuses bytes that start like neither a JPEG nor a PNG (an empty file passes, for
+/// [`inspect`] to call it empty).
+pub fn check_signature(head: &[u8]) -> Result<(), Unusable> {
+    let known = |signature: &[u8]| {
+        let n = head.len().min(signature.len());
+        head[..n] == signature[..n]
+    };
+    if head.is_empty() || known(&JPEG_SIGNATURE) || known(&PNG_SIGNATURE) {
+        Ok(())
+    } else {
+        Err(Unusable::NotAnImage("unrecognised file signature".into()))
+    }
+}
+
+/// Checks a photo without decoding it: a supported format, complete, and at most
+/// `max_pixels` pixels. Returns its width and height.
+pub fn inspect(bytes: &[u8], max_pixels: u64) -> Result<(u32, u32), Unusable> {
     if bytes.is_empty() {
         return Err(Unusable::Empty);
     }
-    let mut reader = ImageReader::new(Cursor::new(bytes))
+    check_signature(bytes)?;
+    let reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|err| Unusable::NotAnImage(err.to_string()))?;
     match reader.format() {
         None => return Err(Unusable::NotAnImage("unrecognised file signature".into())),
-        Some(ImageFormat::Jpeg) if !has_jpeg_end_marker(bytes) => {
+        Some(ImageFormat::Jpeg) if !jpeg_is_complete(bytes) => {
             return Err(Unusable::Corrupt(
                 "truncated JPEG (no end-of-image marker)".into(),
             ));
@@ -101,27 +134,80 @@ pub fn decode_rgb(bytes: &[u8]) -> Result<RgbImage, Unusable> {
     let (width, height) = reader
         .into_dimensions()
         .map_err(|err| Unusable::Corrupt(err.to_string()))?;
-    if width > MAX_SIDE || height > MAX_SIDE {
-        return Err(Unusable::TooLarge { width, height });
+    if u64::from(width) * u64::from(height) > max_pixels {
+        return Err(Unusable::TooLarge {
+            width,
+            height,
+            max_pixels,
+        });
     }
-    reader = ImageReader::new(Cursor::new(bytes))
+    Ok((width, height))
+}
+
+/// Decodes any supported photo into 8-bit RGB: grayscale is expanded, transparency is
+/// composited over white (the Fruits-360 background), 16-bit is reduced, and with
+/// `upright` the EXIF orientation is applied.
+pub fn decode_rgb(bytes: &[u8], max_pixels: u64, upright: bool) -> Result<RgbImage, Unusable> {
+    inspect(bytes, max_pixels)?;
+    let mut reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|err| Unusable::NotAnImage(err.to_string()))?;
     let mut limits = Limits::default();
-    limits.max_alloc = Some(MAX_DECODE_BYTES);
+    // RGBA at 16 bits per channel, plus the decoder's own buffers.
+    limits.max_alloc = Some(max_pixels.saturating_mul(8).saturating_add(64 << 20));
     reader.limits(limits);
-    let image = reader
-        .decode()
-        .map_err(|err| Unusable::Corrupt(err.to_string()))?;
+    let corrupt = |err: image::ImageError| Unusable::Corrupt(err.to_string());
+    let mut decoder = reader.into_decoder().map_err(corrupt)?;
+    // A damaged EXIF block is no reason to lose the photo: it is then shown as stored.
+    let orientation = match upright {
+        true => decoder.orientation().unwrap_or(Orientation::NoTransforms),
+        false => Orientation::NoTransforms,
+    };
+    let mut image = DynamicImage::from_decoder(decoder).map_err(corrupt)?;
+    image.apply_orientation(orientation);
     Ok(to_rgb_over_white(image))
 }
 
-/// The JPEG decoder fills a cut-off photo with grey instead of failing; a photo whose
-/// end-of-image marker (FF D9) is missing was cut off. Outside the entropy-coded data FF D9
-/// means nothing else, and some writers append a few bytes after it, hence the window.
-fn has_jpeg_end_marker(bytes: &[u8]) -> bool {
-    let tail = &bytes[bytes.len().saturating_sub(1024)..];
-    tail.windows(2).any(|pair| pair == [0xFF, 0xD9])
+/// The JPEG decoder fills a cut-off photo with grey instead of failing, so a JPEG is
+/// checked for its end-of-image marker by walking its segments: a marker in an EXIF
+/// thumbnail does not count, and data after the end (the video of a phone's "motion
+/// photo") does not hide it.
+fn jpeg_is_complete(bytes: &[u8]) -> bool {
+    let mut at = 2; // after SOI
+    while at + 1 < bytes.len() {
+        if bytes[at] != 0xFF {
+            return false;
+        }
+        let marker = bytes[at + 1];
+        match marker {
+            0xD9 => return true,
+            // Fill bytes, and markers without a length.
+            0xFF => at += 1,
+            0x01 | 0xD0..=0xD7 => at += 2,
+            _ => {
+                let Some(length) = bytes.get(at + 2..at + 4) else {
+                    return false;
+                };
+                at += 2 + usize::from(u16::from_be_bytes([length[0], length[1]]));
+                if marker == 0xDA {
+                    at = end_of_scan(bytes, at);
+                }
+            }
+        }
+    }
+    false
+}
+
+/// The position of the first marker after entropy-coded data starting at `at`: data bytes
+/// equal to FF are followed by 00, restart markers belong to the scan.
+fn end_of_scan(bytes: &[u8], mut at: usize) -> usize {
+    while at + 1 < bytes.len() {
+        if bytes[at] == 0xFF && !matches!(bytes[at + 1], 0x00 | 0xD0..=0xD7) {
+            return at;
+        }
+        at += 1;
+    }
+    bytes.len()
 }
 
 /// For each output coordinate: the two source coordinates around it and the weight of
@@ -225,9 +311,9 @@ impl Preprocessing {
         }
     }
 
-    /// Decodes and preprocesses one photo into a fresh tensor.
-    pub fn tensor_from_bytes(&self, bytes: &[u8]) -> Result<Vec<f32>, Unusable> {
-        let image = decode_rgb(bytes)?;
+    /// Decodes and preprocesses one photo of at most `max_pixels` into a fresh tensor.
+    pub fn tensor_from_bytes(&self, bytes: &[u8], max_pixels: u64) -> Result<Vec<f32>, Unusable> {
+        let image = decode_rgb(bytes, max_pixels, self.exif_orientation)?;
         let mut out = vec![0.0; self.tensor_len()];
         self.write_tensor(&image, &mut out);
         Ok(out)
@@ -250,7 +336,12 @@ mod tests {
             preset: Preset::Lite,
             size,
             layout,
+            exif_orientation: true,
         }
+    }
+
+    fn decode(bytes: &[u8]) -> Result<RgbImage, Unusable> {
+        decode_rgb(bytes, DEFAULT_MAX_PIXELS, true)
     }
 
     #[test]
@@ -262,6 +353,7 @@ mod tests {
                 preset,
                 size: 1,
                 layout: Layout::Nchw,
+                exif_orientation: true,
             };
             let mut out = vec![0.0; 3];
             p.write_tensor(image, &mut out);
@@ -300,7 +392,7 @@ mod tests {
 
     #[test]
     fn enlarging_matches_the_triangle_filter() {
-        let photo = decode_rgb(
+        let photo = decode(
             &std::fs::read(concat!(
                 env!("CARGO_MANIFEST_DIR"),
                 "/../data/fruits360-sample/Training/Banana/11_100.jpg"
@@ -312,6 +404,7 @@ mod tests {
             preset: Preset::Tf,
             size: 224,
             layout: Layout::Nhwc,
+            exif_orientation: true,
         };
         let mut ours = vec![0.0; p.tensor_len()];
         p.write_tensor(&photo, &mut ours);
@@ -342,21 +435,21 @@ mod tests {
     #[test]
     fn grayscale_and_transparent_photos_become_rgb() {
         let gray = DynamicImage::ImageLuma8(image::GrayImage::from_pixel(4, 4, image::Luma([80])));
-        let rgb = decode_rgb(&encode(gray, ImageFormat::Png)).unwrap();
+        let rgb = decode(&encode(gray, ImageFormat::Png)).unwrap();
         assert_eq!(rgb.get_pixel(0, 0).0, [80, 80, 80]);
 
         let mut rgba = RgbaImage::from_pixel(4, 4, Rgba([0, 0, 0, 0]));
         rgba.put_pixel(1, 1, Rgba([10, 20, 30, 255]));
-        let rgb = decode_rgb(&encode(DynamicImage::ImageRgba8(rgba), ImageFormat::Png)).unwrap();
+        let rgb = decode(&encode(DynamicImage::ImageRgba8(rgba), ImageFormat::Png)).unwrap();
         assert_eq!(rgb.get_pixel(0, 0).0, [255, 255, 255]);
         assert_eq!(rgb.get_pixel(1, 1).0, [10, 20, 30]);
     }
 
     #[test]
     fn bad_bytes_are_reported_not_panicked() {
-        assert_eq!(decode_rgb(b""), Err(Unusable::Empty));
+        assert_eq!(decode(b""), Err(Unusable::Empty));
         assert!(matches!(
-            decode_rgb(b"hello, I am a text file"),
+            decode(b"hello, I am a text file"),
             Err(Unusable::NotAnImage(_))
         ));
         let photo = encode(
@@ -366,11 +459,11 @@ mod tests {
         for cut in [photo.len() / 2, photo.len() - 2, 40] {
             let truncated = &photo[..cut];
             assert!(
-                matches!(decode_rgb(truncated), Err(Unusable::Corrupt(_))),
+                matches!(decode(truncated), Err(Unusable::Corrupt(_))),
                 "a JPEG cut at {cut} bytes was accepted"
             );
         }
-        assert!(decode_rgb(&photo).is_ok());
+        assert!(decode(&photo).is_ok());
     }
 
     #[test]
@@ -383,12 +476,85 @@ mod tests {
         let crc = crc32(&png[12..29]);
         png[29..33].copy_from_slice(&crc.to_be_bytes());
         assert_eq!(
-            decode_rgb(&png),
+            decode(&png),
             Err(Unusable::TooLarge {
                 width: 20_000,
-                height: 20_000
+                height: 20_000,
+                max_pixels: DEFAULT_MAX_PIXELS,
             })
         );
+        // The cap is a setting: the same header passes a higher one (and then fails to
+        // decode, as its data is missing).
+        assert!(inspect(&png, 400_000_000).is_ok());
+    }
+
+    fn jpeg(image: RgbImage) -> Vec<u8> {
+        encode(DynamicImage::ImageRgb8(image), ImageFormat::Jpeg)
+    }
+
+    #[test]
+    fn data_after_the_end_of_a_jpeg_is_ignored_but_a_cut_is_not() {
+        let photo = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../data/fruits360-sample/Training/Banana/11_100.jpg"
+        ))
+        .unwrap();
+        // A "motion photo": the video follows the JPEG's end marker.
+        let mut motion = photo.clone();
+        motion.extend((0..3_000_000u32).map(|i| (i % 253) as u8));
+        assert_eq!(decode(&motion).unwrap(), decode(&photo).unwrap());
+        // An EXIF thumbnail's end marker does not make a cut photo whole.
+        let thumbnail = jpeg(RgbImage::from_pixel(8, 8, image::Rgb([9, 9, 9])));
+        let mut app1 = vec![0xFF, 0xE1];
+        app1.extend_from_slice(&((thumbnail.len() + 2) as u16).to_be_bytes());
+        app1.extend_from_slice(&thumbnail);
+        let mut with_thumbnail = photo[..2].to_vec();
+        with_thumbnail.extend_from_slice(&app1);
+        with_thumbnail.extend_from_slice(&photo[2..]);
+        assert!(decode(&with_thumbnail).is_ok());
+        let cut = &with_thumbnail[..with_thumbnail.len() - 500];
+        assert!(matches!(decode(cut), Err(Unusable::Corrupt(_))));
+    }
+
+    /// `jpeg` with an EXIF APP1 segment that holds one tag: Orientation = `orientation`.
+    fn with_exif_orientation(jpeg: &[u8], orientation: u16) -> Vec<u8> {
+        let mut tiff = b"II*\0".to_vec();
+        tiff.extend_from_slice(&8u32.to_le_bytes()); // first IFD right after the header
+        tiff.extend_from_slice(&1u16.to_le_bytes()); // one entry
+        tiff.extend_from_slice(&0x0112u16.to_le_bytes()); // Orientation
+        tiff.extend_from_slice(&3u16.to_le_bytes()); // SHORT
+        tiff.extend_from_slice(&1u32.to_le_bytes()); // one value
+        tiff.extend_from_slice(&orientation.to_le_bytes());
+        tiff.extend_from_slice(&[0, 0]);
+        tiff.extend_from_slice(&0u32.to_le_bytes()); // no next IFD
+        let mut app1 = vec![0xFF, 0xE1];
+        app1.extend_from_slice(&((tiff.len() + 8) as u16).to_be_bytes());
+        app1.extend_from_slice(b"Exif\0\0");
+        app1.extend_from_slice(&tiff);
+        let mut out = jpeg[..2].to_vec();
+        out.extend_from_slice(&app1);
+        out.extend_from_slice(&jpeg[2..]);
+        out
+    }
+
+    #[test]
+    fn exif_orientation_turns_the_photo_upright_when_asked() {
+        // 40 wide, 20 high: left half red, right half blue.
+        let stored = RgbImage::from_fn(40, 20, |x, _| {
+            if x < 20 {
+                image::Rgb([250, 0, 0])
+            } else {
+                image::Rgb([0, 0, 250])
+            }
+        });
+        // Orientation 6: the camera was turned; shown rotated 90 degrees clockwise.
+        let photo = with_exif_orientation(&jpeg(stored), 6);
+        let upright = decode_rgb(&photo, DEFAULT_MAX_PIXELS, true).unwrap();
+        assert_eq!(upright.dimensions(), (20, 40));
+        assert!(upright.get_pixel(10, 5).0[0] > 200, "red is on top");
+        assert!(upright.get_pixel(10, 35).0[2] > 200, "blue is below");
+        let as_stored = decode_rgb(&photo, DEFAULT_MAX_PIXELS, false).unwrap();
+        assert_eq!(as_stored.dimensions(), (40, 20));
     }
 
     fn crc32(bytes: &[u8]) -> u32 {

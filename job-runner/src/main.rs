@@ -103,6 +103,7 @@ async fn execute(command: Command) -> Result<Value> {
                 &work,
                 index,
                 args.model.batch,
+                args.model.limits()?,
                 &ProgressBar::hidden(),
             )
             .await?;

@@ -34,6 +34,9 @@ pub struct Model {
     session: Session,
     pub info: ModelInfo,
     output_is_spatial: bool,
+    /// The batch size the model's input fixes (e.g. `[1, 3, 224, 224]`), if any: batches
+    /// are at most this large, and a shorter last batch is padded up to it.
+    fixed_batch: Option<usize>,
 }
 
 static ENVIRONMENT: OnceLock<std::result::Result<Environment, String>> = OnceLock::new();
@@ -109,6 +112,12 @@ fn choose_size(fixed: Option<u32>, requested: Option<u32>) -> Result<u32> {
 fn read_input_shape(shape: &[i64]) -> Result<(Layout, Option<u32>)> {
     let fixed = |dim: i64| (dim > 0).then_some(dim as u32);
     match shape {
+        [_, 3, h, w] if h != w && *h > 0 && *w > 0 => Err(Error::Input(format!(
+            "the model's input shape {shape:?} is not square; the runner feeds square images"
+        ))),
+        [_, h, w, 3] if h != w && *h > 0 && *w > 0 => Err(Error::Input(format!(
+            "the model's input shape {shape:?} is not square; the runner feeds square images"
+        ))),
         [_, 3, h, w] => Ok((Layout::Nchw, fixed(*h).filter(|_| h == w))),
         [_, h, w, 3] => Ok((Layout::Nhwc, fixed(*h).filter(|_| h == w))),
         _ => Err(Error::Input(format!(
@@ -153,6 +162,7 @@ impl Model {
             .tensor_shape()
             .ok_or_else(|| not_a_model("its input is not a tensor".into()))?;
         let (layout, fixed) = read_input_shape(shape)?;
+        let fixed_batch = usize::try_from(shape[0]).ok().filter(|&n| n > 0);
         let size = choose_size(fixed, requested_size)?;
         let input_name = input.name().to_string();
         let output_name = session
@@ -171,11 +181,13 @@ impl Model {
                     preset,
                     size,
                     layout,
+                    exif_orientation: true,
                 },
                 dim: 0,
             },
             session,
             output_is_spatial: false,
+            fixed_batch,
         };
         model.learn_output_shape(uri)?;
         Ok(model)
@@ -209,7 +221,27 @@ impl Model {
         Ok(())
     }
 
+    /// The largest batch the model takes, when its input fixes one.
+    pub fn batch_limit(&self) -> Option<usize> {
+        self.fixed_batch
+    }
+
     fn run_raw(&mut self, batch: &[f32], count: usize) -> Result<(Vec<i64>, Vec<f32>)> {
+        if let Some(fixed) = self.fixed_batch
+            && count < fixed
+        {
+            // Padded with blank photos up to the fixed size; their rows are dropped.
+            let mut padded = batch.to_vec();
+            padded.resize(fixed * self.info.preprocessing.tensor_len(), 0.0);
+            let (mut shape, values) = self.run_raw_exact(&padded, fixed)?;
+            let per_photo = values.len() / fixed.max(1);
+            shape[0] = count as i64;
+            return Ok((shape, values[..count * per_photo].to_vec()));
+        }
+        self.run_raw_exact(batch, count)
+    }
+
+    fn run_raw_exact(&mut self, batch: &[f32], count: usize) -> Result<(Vec<i64>, Vec<f32>)> {
         let size = self.info.preprocessing.size as i64;
         let shape: Vec<i64> = match self.info.preprocessing.layout {
             Layout::Nchw => vec![count as i64, 3, size, size],
@@ -232,14 +264,29 @@ impl Model {
     /// returns `count * dim` floats, a row per photo.
     pub fn features(&mut self, batch: &[f32], count: usize) -> Result<Vec<f32>> {
         let (shape, values) = self.run_raw(batch, count)?;
-        if !self.output_is_spatial {
-            return Ok(values);
+        // Checked on every batch: a short output would silently drop photos.
+        let expected_rank = if self.output_is_spatial { 4 } else { 2 };
+        if shape.len() != expected_rank
+            || shape[0] != count as i64
+            || shape.iter().product::<i64>() != values.len() as i64
+        {
+            return Err(Error::Input(format!(
+                "the model returned shape {shape:?} for a batch of {count} photos; it must return one feature row per photo"
+            )));
         }
-        Ok(global_average_pool(
-            &values,
-            &shape,
-            self.info.preprocessing.layout,
-        ))
+        let rows = if self.output_is_spatial {
+            global_average_pool(&values, &shape, self.info.preprocessing.layout)
+        } else {
+            values
+        };
+        if rows.len() != count * self.info.dim {
+            return Err(Error::Input(format!(
+                "the model returned {} values for {count} photos of {} features; its output changed shape between batches",
+                rows.len(),
+                self.info.dim
+            )));
+        }
+        Ok(rows)
     }
 }
 

@@ -1,12 +1,8 @@
 //! The deliverables under `--output`: the CSV of principal components, the model, the
 //! summary and the list of skipped inputs.
 
-use std::io::Write;
-use std::path::Path;
-
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
 use crate::model::ModelInfo;
 use crate::pca::Pca;
 use crate::storage::Location;
@@ -73,25 +69,25 @@ pub struct Summary {
     pub outputs: Outputs,
 }
 
-/// Streams `path,label,pc_1..pc_k` rows into a local file that is uploaded whole at the end.
+/// Formats `path,label,pc_1..pc_k` rows into memory, to be taken out a chunk at a time
+/// ([`CsvRows::take`]) and streamed to the output.
 pub struct CsvRows {
-    writer: csv::Writer<std::io::BufWriter<std::fs::File>>,
+    writer: csv::Writer<Vec<u8>>,
 }
 
 impl CsvRows {
-    pub fn create(path: &Path, k: usize) -> Result<Self> {
-        let file = std::fs::File::create(path).map_err(|err| Error::io(path, err))?;
-        let mut writer = csv::Writer::from_writer(std::io::BufWriter::with_capacity(1 << 20, file));
+    /// A header row for `k` components.
+    pub fn new(k: usize) -> Self {
+        let mut writer = csv::Writer::from_writer(Vec::with_capacity(1 << 20));
         let mut header = vec!["path".to_string(), "label".to_string()];
         header.extend((1..=k).map(|i| format!("pc_{i}")));
-        writer
-            .write_record(&header)
-            .map_err(|err| csv_error(path, err))?;
-        Ok(CsvRows { writer })
+        writer.write_record(&header).expect("writing to memory");
+        CsvRows { writer }
     }
 
     /// One row; components are written as f32, the shortest text that reads back exactly.
-    pub fn write(&mut self, path: &str, label: &str, components: &[f64]) -> Result<()> {
+    /// Paths with commas, quotes or line breaks are quoted.
+    pub fn write(&mut self, path: &str, label: &str, components: &[f64]) {
         let mut record =
             csv::StringRecord::with_capacity(16 * components.len(), components.len() + 2);
         record.push_field(path);
@@ -105,22 +101,15 @@ impl CsvRows {
         }
         self.writer
             .write_record(&record)
-            .map_err(|err| csv_error(Path::new(path), err))
+            .expect("writing to memory");
     }
 
-    pub fn finish(self) -> Result<()> {
-        let mut inner = self
-            .writer
-            .into_inner()
-            .map_err(|err| Error::Work(format!("cannot flush the CSV: {err}")))?;
-        inner
-            .flush()
-            .map_err(|err| Error::Work(format!("cannot flush the CSV: {err}")))
+    /// The text formatted since the last call.
+    pub fn take(&mut self) -> Vec<u8> {
+        let fresh = csv::Writer::from_writer(Vec::with_capacity(1 << 20));
+        let written = std::mem::replace(&mut self.writer, fresh);
+        written.into_inner().expect("writing to memory")
     }
-}
-
-fn csv_error(path: &Path, err: csv::Error) -> Error {
-    Error::Work(format!("cannot write CSV for {}: {err}", path.display()))
 }
 
 /// `errors.csv`: a `path,reason` row per skipped input (a header alone when none).

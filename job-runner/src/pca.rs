@@ -38,17 +38,15 @@ pub struct Pca {
 }
 
 impl Components {
-    /// Checks the request against the data before any work is done.
-    pub fn validate(self, dim: usize, images: u64) -> Result<()> {
+    /// Checks the request against the model before any work is done. More components
+    /// than the data's rank are not an error: [`fit`] keeps the rank.
+    pub fn validate(self, dim: usize) -> Result<()> {
         match self {
             Components::Count(0) => {
                 Err(Error::Config("--components must be at least 1".to_string()))
             }
             Components::Count(k) if k > dim => Err(Error::Config(format!(
                 "--components {k} is more than the {dim} features the model produces; give at most {dim}"
-            ))),
-            Components::Count(k) if k as u64 > images => Err(Error::Input(format!(
-                "--components {k} is more than the {images} usable images; give at most {images} or add photos"
             ))),
             Components::Variance(f) if !(f > 0.0 && f <= 1.0) => Err(Error::Config(format!(
                 "--variance {f} is outside (0, 1]; give a fraction such as 0.95"
@@ -80,7 +78,9 @@ pub fn fit(moments: &Moments, components: Components, standardize: bool) -> Resu
             moments.n
         )));
     }
-    components.validate(dim, moments.n)?;
+    components.validate(dim)?;
+    // The eigensolver's own threads would make the last bits depend on the core count.
+    faer::set_global_parallelism(Par::Seq);
     let covariance = moments.covariance();
     let scale: Vec<f64> = (0..dim)
         .map(|i| {
@@ -112,10 +112,20 @@ pub fn fit(moments: &Moments, components: Components, standardize: bool) -> Resu
         ));
     }
     let ratios: Vec<f64> = eigenvalues.iter().map(|value| value / total).collect();
-    let k = match components {
+    let requested = match components {
         Components::Count(k) => k,
         Components::Variance(threshold) => smallest_k_reaching(&ratios, threshold),
     };
+    let rank = data_rank(&eigenvalues, moments.n);
+    let k = requested.min(rank);
+    if k < requested {
+        tracing::warn!(
+            requested,
+            kept = k,
+            images = moments.n,
+            "more components were asked for than the data's rank (at most images - 1, and only non-zero eigenvalues); keeping the rank"
+        );
+    }
     let components: Vec<Vec<f64>> = order[..k]
         .iter()
         .map(|&column| with_positive_largest_loading((0..dim).map(|row| vectors[(row, column)])))
@@ -130,6 +140,17 @@ pub fn fit(moments: &Moments, components: Components, standardize: bool) -> Resu
         explained_variance_ratio: ratios[..k].to_vec(),
         cumulative_explained_variance: ratios[..k].iter().sum(),
     })
+}
+
+/// How many components carry variance: eigenvalues above rounding noise, and at most
+/// `n - 1` (n points span at most n - 1 dimensions around their mean). At least 1.
+fn data_rank(eigenvalues: &[f64], n: u64) -> usize {
+    let largest = eigenvalues.first().copied().unwrap_or(0.0);
+    let noise = largest * eigenvalues.len() as f64 * f64::EPSILON * 16.0;
+    let non_zero = eigenvalues.iter().filter(|&&value| value > noise).count();
+    non_zero
+        .min(usize::try_from(n.saturating_sub(1)).unwrap_or(usize::MAX))
+        .max(1)
 }
 
 /// Eigenvectors have no intrinsic sign; fix it so the largest-magnitude loading is
@@ -263,11 +284,13 @@ mod tests {
         let scaled = fit(&moments, Components::Count(3), true).unwrap();
         let first = &scaled.components[0];
         assert!((first[0] - first[1]).abs() < 1e-6 && first[0] > 0.7);
-        // Correlation eigenvalues sum to the number of features.
+        // Correlation eigenvalues sum to the number of features; the third is (almost)
+        // zero, as the first two features are proportional, so it may be dropped as below
+        // the data's rank.
         let sum: f64 = scaled.eigenvalues.iter().sum();
-        assert!((sum - 3.0).abs() < 1e-9);
+        assert!((sum - 3.0).abs() < 1e-6, "{sum}");
         let projected = scaled.project(&rows[..3]);
-        assert_eq!(projected.len(), 3);
+        assert_eq!(projected.len(), scaled.k);
     }
 
     #[test]
@@ -294,12 +317,26 @@ mod tests {
         assert!(fit(&moments, Components::Count(0), false).is_err());
         assert!(fit(&moments, Components::Variance(0.0), false).is_err());
         assert!(fit(&moments, Components::Variance(1.5), false).is_err());
-        let two = Moments::of_batch(&rows[..6], 3);
-        assert!(matches!(
-            fit(&two, Components::Count(3), false),
-            Err(Error::Input(_))
-        ));
         let one = Moments::of_batch(&rows[..3], 3);
         assert!(fit(&one, Components::Count(1), false).is_err());
+    }
+
+    #[test]
+    fn k_is_capped_at_the_datas_rank() {
+        let (rows, _) = known_cloud();
+        // Two points span one dimension around their mean.
+        let two = Moments::of_batch(&rows[..6], 3);
+        for components in [Components::Count(3), Components::Variance(1.0)] {
+            let pca = fit(&two, components, false).unwrap();
+            assert_eq!(pca.k, 1, "{components:?}");
+            assert!((pca.cumulative_explained_variance - 1.0).abs() < 1e-9);
+        }
+        // Points on a plane in 3-D: the third eigenvalue is rounding noise.
+        let flat: Vec<f32> = rows
+            .chunks(3)
+            .flat_map(|p| [p[0], p[1], p[0] * 0.5 - p[1] * 2.0])
+            .collect();
+        let pca = fit(&Moments::of_batch(&flat, 3), Components::Count(3), false).unwrap();
+        assert_eq!(pca.k, 2);
     }
 }

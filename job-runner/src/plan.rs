@@ -7,12 +7,13 @@ use futures::StreamExt;
 use indicatif::ProgressBar;
 
 use crate::error::{Error, Result};
-use crate::storage::{Location, Storage};
-use crate::work::{Plan, WorkDir};
+use crate::storage::{Listed, Location, Storage};
+use crate::work::{Plan, Skipped, WorkDir};
 
 /// Lists every image under `input` (those whose path below it matches `include`, when
 /// given) and writes one manifest per `shard_size` images, then `plan.json`. Memory holds
-/// one manifest, whatever the number of photos.
+/// one manifest, whatever the number of photos. Inputs that cannot be photos are listed in
+/// the plan's `skipped`, for `errors.csv`.
 pub async fn plan(
     storage: &Storage,
     input: &Location,
@@ -33,15 +34,29 @@ pub async fn plan(
     let prefix = format!("{}/", input.to_string().trim_end_matches('/'));
     let mut listing = std::pin::pin!(storage.list_images(&input));
     let (mut shards, mut images, mut manifest, mut in_manifest) = (0usize, 0u64, String::new(), 0);
-    while let Some(photo) = listing.next().await {
-        let photo = photo?.to_string();
+    let mut skipped = Vec::new();
+    while let Some(listed) = listing.next().await {
+        let (photo, problem) = match listed? {
+            Listed::Photo(photo) => (photo.to_string(), None),
+            Listed::Skipped(item) => (item.path, Some(item.reason)),
+        };
         if let Some(glob) = &include
             && !glob.is_match(photo.strip_prefix(&prefix).unwrap_or(&photo))
         {
             continue;
         }
-        if photo.contains('\n') {
-            tracing::warn!(path = %photo.escape_debug(), "skipping a path with a line break");
+        let problem = problem.or_else(|| {
+            photo.contains(['\n', '\r']).then(|| {
+                "the path contains a line break, which a shard manifest cannot hold; rename it"
+                    .to_string()
+            })
+        });
+        if let Some(reason) = problem {
+            tracing::warn!(path = %photo.escape_debug(), %reason, "skipping an input");
+            skipped.push(Skipped {
+                path: photo,
+                reason,
+            });
             continue;
         }
         manifest.push_str(&photo);
@@ -68,11 +83,13 @@ pub async fn plan(
         )));
     }
     let plan = Plan {
+        id: new_plan_id(&input, shard_size),
         input: input.to_string(),
         shards,
         images,
         shard_size,
         seconds: started.elapsed().as_secs_f64(),
+        skipped,
     };
     let json = serde_json::to_vec_pretty(&plan).expect("plan serialises");
     storage.put(&work.plan(), Bytes::from(json)).await?;
@@ -87,6 +104,20 @@ async fn write_manifest(
 ) -> Result<()> {
     let text = std::mem::take(manifest);
     storage.put(&work.manifest(shard), Bytes::from(text)).await
+}
+
+/// 16 hex digits that differ between any two plans: the input, the time and the process.
+fn new_plan_id(input: &Location, shard_size: usize) -> String {
+    use sha2::{Digest, Sha256};
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let seed = format!(
+        "{input}\n{shard_size}\n{}\n{}",
+        now.as_nanos(),
+        std::process::id()
+    );
+    format!("{:x}", Sha256::digest(seed.as_bytes()))[..16].to_string()
 }
 
 /// `*` stays within one folder, `**` crosses folders: `Training/**`, `*/Banana/*`.

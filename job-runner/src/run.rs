@@ -6,7 +6,7 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::error::{Error, Result};
-use crate::extract::extract;
+use crate::extract::{PhotoLimits, extract};
 use crate::fit::{FitOptions, fit};
 use crate::imaging::Preset;
 use crate::model::Model;
@@ -32,6 +32,7 @@ pub struct RunOptions {
     pub output: Location,
     pub model: ModelOptions,
     pub batch: usize,
+    pub limits: PhotoLimits,
     pub shard_size: usize,
     pub fit: FitOptions,
     /// Draw progress bars (on a terminal).
@@ -66,7 +67,7 @@ pub async fn load_model(storage: &Storage, options: &ModelOptions) -> Result<Mod
 
 /// Runs plan, extract (every shard, in order) and fit.
 pub async fn run(storage: Arc<Storage>, options: &RunOptions) -> Result<Summary> {
-    options.fit.components.validate(usize::MAX, u64::MAX)?;
+    options.fit.components.validate(usize::MAX)?;
     let work = WorkDir::under_output(&options.output, LOCAL_RUN);
     let model = Arc::new(Mutex::new(load_model(&storage, &options.model).await?));
 
@@ -89,7 +90,16 @@ pub async fn run(storage: Arc<Storage>, options: &RunOptions) -> Result<Summary>
         "extracting [{bar:40}] {pos}/{len} photos, {per_sec}, ETA {eta}",
     );
     for shard in 0..plan.shards {
-        let report = extract(&storage, &model, &work, shard, options.batch, &extracting).await?;
+        let report = extract(
+            &storage,
+            &model,
+            &work,
+            shard,
+            options.batch,
+            options.limits,
+            &extracting,
+        )
+        .await?;
         tracing::debug!(
             shard,
             used = report.used,

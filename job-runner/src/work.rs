@@ -50,11 +50,19 @@ impl WorkDir {
 /// What `plan` decided; written last, so its presence means the manifests are complete.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Plan {
+    /// Unique to this plan: every shard's features and partial carry it, so that `fit`
+    /// never merges shards of an earlier plan of the same work area.
+    #[serde(default)]
+    pub id: String,
     pub input: String,
     pub shards: usize,
     pub images: u64,
     pub shard_size: usize,
     pub seconds: f64,
+    /// Inputs found by the listing that cannot be photos (a FIFO, a symbolic link loop, a
+    /// path with a line break, ...).
+    #[serde(default)]
+    pub skipped: Vec<Skipped>,
 }
 
 /// An input that was not used, and why.
@@ -67,6 +75,9 @@ pub struct Skipped {
 /// Everything about one extracted shard except its numbers.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ShardReport {
+    /// The [`Plan::id`] of the manifest this shard was extracted from.
+    #[serde(default)]
+    pub plan: String,
     pub shard: usize,
     pub images: u64,
     pub used: u64,
@@ -78,6 +89,8 @@ pub struct ShardReport {
 /// One shard's feature rows, in manifest order.
 #[derive(Clone, Debug, PartialEq, Default)]
 pub struct ShardFeatures {
+    /// The [`Plan::id`] of the manifest these rows come from.
+    pub plan: String,
     pub dim: usize,
     pub paths: Vec<String>,
     pub labels: Vec<String>,
@@ -87,6 +100,8 @@ pub struct ShardFeatures {
 
 #[derive(Serialize, Deserialize)]
 struct FeaturesHeader {
+    #[serde(default)]
+    plan: String,
     dim: usize,
     paths: Vec<String>,
     labels: Vec<String>,
@@ -137,8 +152,9 @@ fn decode<'a, H: DeserializeOwned>(
 }
 
 impl ShardFeatures {
-    pub fn new(dim: usize) -> Self {
+    pub fn new(plan: &str, dim: usize) -> Self {
         ShardFeatures {
+            plan: plan.to_string(),
             dim,
             ..Default::default()
         }
@@ -161,6 +177,7 @@ impl ShardFeatures {
 
     pub fn to_bytes(&self) -> Vec<u8> {
         let header = FeaturesHeader {
+            plan: self.plan.clone(),
             dim: self.dim,
             paths: self.paths.clone(),
             labels: self.labels.clone(),
@@ -183,6 +200,7 @@ impl ShardFeatures {
             .map(|chunk| f32::from_le_bytes(chunk.try_into().expect("4-byte chunk")))
             .collect();
         Ok(ShardFeatures {
+            plan: header.plan,
             dim: header.dim,
             paths: header.paths,
             labels: header.labels,
@@ -238,6 +256,7 @@ mod tests {
                 preset: Preset::Lite,
                 size: 224,
                 layout: Layout::Nchw,
+                exif_orientation: true,
             },
             dim: 2,
         }
@@ -245,7 +264,7 @@ mod tests {
 
     #[test]
     fn features_round_trip_and_reject_truncation() {
-        let mut features = ShardFeatures::new(2);
+        let mut features = ShardFeatures::new("plan-1", 2);
         features.push("s3://b/Banana/1.jpg".into(), "Banana".into(), &[1.5, -2.0]);
         features.push("s3://b/Kiwi/2.jpg".into(), "Kiwi".into(), &[0.0, 3.25]);
         let place = Location::parse("f.bin").unwrap();
@@ -259,6 +278,7 @@ mod tests {
     fn partials_round_trip() {
         let partial = Partial {
             report: ShardReport {
+                plan: "plan-1".into(),
                 shard: 3,
                 images: 3,
                 used: 2,

@@ -420,10 +420,6 @@ fn bad_input_is_refused_with_exit_code_2_and_one_clear_line() {
         "more than the 1280 features",
     );
     assert_refused(
-        &with_model(&model, &photos, &["--components", "5"]),
-        "more than the 4 usable images",
-    );
-    assert_refused(
         &with_model(&model, &photos, &["--variance", "0"]),
         "outside (0, 1]",
     );

@@ -18,7 +18,7 @@ fn top_class(model: &mut Model, photo: &std::path::Path) -> usize {
     let tensor = model
         .info
         .preprocessing
-        .tensor_from_bytes(&bytes)
+        .tensor_from_bytes(&bytes, fruitpipe_runner::imaging::DEFAULT_MAX_PIXELS)
         .expect("a real photo decodes");
     let logits = model.features(&tensor, 1).unwrap();
     assert_eq!(logits.len(), 1000);

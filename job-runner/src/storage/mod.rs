@@ -1,0 +1,382 @@
+//! Where data lives: a local folder or an S3 prefix, behind one small API.
+//!
+//! Every write is whole or nothing: local files are written under a hidden temporary name,
+//! made durable and renamed; S3 objects are one PUT or one completed multipart upload.
+
+mod local;
+mod s3;
+mod s3_errors;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::error::{Error, Result};
+use crate::imaging;
+use crate::work::Skipped;
+
+pub use s3::{DEFAULT_S3_ATTEMPT_TIMEOUT, Storage};
+
+/// A local path or an `s3://bucket/key` URI.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Location {
+    Local(PathBuf),
+    S3 { bucket: String, key: String },
+}
+
+impl Location {
+    /// Parses `s3://bucket/prefix` or a local path (optionally `file://`).
+    pub fn parse(uri: &str) -> Result<Self> {
+        if let Some(rest) = uri.strip_prefix("s3://") {
+            let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err(Error::Config(format!(
+                    "'{uri}' names no bucket; write s3://BUCKET/PREFIX"
+                )));
+            }
+            return Ok(Location::S3 {
+                bucket: bucket.to_string(),
+                key: key.trim_start_matches('/').to_string(),
+            });
+        }
+        if uri.contains("://") && !uri.starts_with("file://") {
+            return Err(Error::Config(format!(
+                "'{uri}' is neither a local path nor an s3:// URI"
+            )));
+        }
+        if uri.is_empty() {
+            return Err(Error::Config("an empty path was given".into()));
+        }
+        Ok(Location::Local(PathBuf::from(
+            uri.strip_prefix("file://").unwrap_or(uri),
+        )))
+    }
+
+    /// A child of this location; `rel` uses `/` separators.
+    pub fn join(&self, rel: &str) -> Location {
+        match self {
+            Location::Local(path) => Location::Local(path.join(rel)),
+            Location::S3 { bucket, key } => {
+                let key = if key.is_empty() || key.ends_with('/') {
+                    format!("{key}{rel}")
+                } else {
+                    format!("{key}/{rel}")
+                };
+                Location::S3 {
+                    bucket: bucket.clone(),
+                    key,
+                }
+            }
+        }
+    }
+
+    pub fn is_s3(&self) -> bool {
+        matches!(self, Location::S3 { .. })
+    }
+
+    /// The name of the folder that holds this object: the photo's label.
+    pub fn parent_name(&self) -> String {
+        let text = match self {
+            Location::Local(path) => path.to_string_lossy().into_owned(),
+            Location::S3 { key, .. } => key.clone(),
+        };
+        let mut parts = text.rsplit(['/', std::path::MAIN_SEPARATOR]);
+        parts.next();
+        parts.next().unwrap_or("").to_string()
+    }
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Location::Local(path) => write!(f, "{}", path.display()),
+            Location::S3 { bucket, key } => write!(f, "s3://{bucket}/{key}"),
+        }
+    }
+}
+
+/// How to reach S3. Unset fields fall back to the AWS environment (AWS_ENDPOINT_URL,
+/// AWS_REGION, profile), and credentials always come from the AWS default chain.
+#[derive(Clone, Debug, Default)]
+pub struct S3Options {
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub path_style: bool,
+    /// Time one attempt of a request may take before it is retried
+    /// [default: [`DEFAULT_S3_ATTEMPT_TIMEOUT`]].
+    pub attempt_timeout: Option<Duration>,
+}
+
+/// One item of an input listing.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Listed {
+    Photo(Location),
+    /// Something that looks like a photo but cannot be read as one (a FIFO, a symbolic link
+    /// loop, ...): listed in `errors.csv`, never fatal.
+    Skipped(Skipped),
+}
+
+/// True for the photo files the pipeline reads: `.jpg`, `.jpeg`, `.png`, any case.
+pub fn is_image_name(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    [".jpg", ".jpeg", ".png"]
+        .iter()
+        .any(|ext| lower.ends_with(ext))
+}
+
+/// Hidden files and folders, and `_`-prefixed folders (work areas such as `_work/`), are
+/// never inputs.
+fn is_visible(relative: &str) -> bool {
+    let mut parts = relative.split('/').peekable();
+    while let Some(part) = parts.next() {
+        let is_file = parts.peek().is_none();
+        if part.starts_with('.') || (!is_file && part.starts_with('_')) {
+            return false;
+        }
+    }
+    true
+}
+
+fn is_listed(relative: &str) -> bool {
+    is_visible(relative) && is_image_name(relative.rsplit('/').next().unwrap_or(relative))
+}
+
+/// Refuses a photo larger than `max_bytes` before it is downloaded.
+fn check_photo_size(uri: &str, size: u64, max_bytes: u64) -> Result<()> {
+    if size > max_bytes {
+        return Err(Error::Unusable {
+            uri: uri.to_string(),
+            reason: format!(
+                "{size} bytes, over the --max-photo-bytes limit ({max_bytes}); raise the limit to use it"
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Refuses a photo whose first bytes are not a JPEG's or a PNG's, before the rest is read.
+fn check_photo_signature(uri: &str, head: &[u8]) -> Result<()> {
+    imaging::check_signature(head).map_err(|unusable| Error::Unusable {
+        uri: uri.to_string(),
+        reason: unusable.to_string(),
+    })
+}
+
+impl Storage {
+    /// Streams every image under `root`, in a stable sorted order, without holding the
+    /// whole listing in memory.
+    pub fn list_images(&self, root: &Location) -> impl Stream<Item = Result<Listed>> + '_ {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Listed>>(1024);
+        let root = root.clone();
+        let producer = async move {
+            match &root {
+                Location::Local(dir) => {
+                    let dir = dir.clone();
+                    let _ = tokio::task::spawn_blocking(move || local::list(&dir, &tx)).await;
+                }
+                Location::S3 { bucket, key } => self.list_s3(bucket, key, &tx).await,
+            }
+        };
+        // The producer runs as the consumer polls, so nothing runs ahead unboundedly.
+        let items = futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        });
+        futures::stream::select(
+            futures::stream::once(producer).filter_map(|()| async { None }),
+            items,
+        )
+    }
+
+    /// The whole content of one object or file.
+    pub async fn get(&self, location: &Location) -> Result<Bytes> {
+        match location {
+            Location::Local(path) => {
+                let path = path.clone();
+                tokio::task::spawn_blocking(move || local::read(&path))
+                    .await
+                    .expect("local read task panicked")
+            }
+            Location::S3 { bucket, key } => self.get_s3(bucket, key).await,
+        }
+    }
+
+    /// One photo's bytes, with its share of `budget` reserved until the [`Photo`] is
+    /// dropped. A photo larger than `max_bytes`, or whose first bytes are not an image's, is
+    /// refused ([`Error::Unusable`]) before the rest is transferred.
+    pub async fn get_photo(
+        &self,
+        location: &Location,
+        max_bytes: u64,
+        budget: &ByteBudget,
+    ) -> Result<Photo> {
+        match location {
+            Location::Local(path) => {
+                let size = tokio::fs::metadata(path).await.map_or(0, |meta| meta.len());
+                let reserved = budget.reserve(size.min(max_bytes)).await;
+                let path = path.clone();
+                let bytes =
+                    tokio::task::spawn_blocking(move || local::read_photo(&path, max_bytes))
+                        .await
+                        .expect("local read task panicked")?;
+                Ok(Photo {
+                    bytes,
+                    _reserved: reserved,
+                })
+            }
+            Location::S3 { bucket, key } => self.get_s3_photo(bucket, key, max_bytes, budget).await,
+        }
+    }
+
+    /// Writes `data` whole at `location`, replacing what was there.
+    pub async fn put(&self, location: &Location, data: Bytes) -> Result<()> {
+        match location {
+            Location::Local(path) => {
+                let path = path.clone();
+                tokio::task::spawn_blocking(move || local::write_atomically(&path, &data))
+                    .await
+                    .expect("local write task panicked")
+            }
+            Location::S3 { bucket, key } => self.put_s3(bucket, key, data).await,
+        }
+    }
+
+    /// A writer that streams an object of any size to `location` and publishes it whole on
+    /// [`ObjectWriter::finish`], with memory for one upload part and no local copy.
+    pub async fn writer(&self, location: &Location) -> Result<ObjectWriter<'_>> {
+        let target = match location {
+            Location::Local(path) => {
+                let path = path.clone();
+                let file = tokio::task::spawn_blocking(move || local::AtomicFile::create(&path))
+                    .await
+                    .expect("local create task panicked")?;
+                Target::Local(file)
+            }
+            Location::S3 { bucket, key } => Target::S3(s3::Upload::new(self, bucket, key)),
+        };
+        Ok(ObjectWriter { target })
+    }
+
+    /// Removes an object or file; one that does not exist is fine.
+    pub async fn delete(&self, location: &Location) -> Result<()> {
+        match location {
+            Location::Local(path) => local::remove(path),
+            Location::S3 { bucket, key } => self.delete_s3(bucket, key).await,
+        }
+    }
+}
+
+/// Bytes of downloaded photos that may be held at once: a photo's size is reserved
+/// before its body is read, and given back when the [`Photo`] is dropped.
+pub struct ByteBudget {
+    kib: Arc<Semaphore>,
+    total_kib: u32,
+}
+
+impl ByteBudget {
+    pub fn new(bytes: u64) -> Self {
+        let total_kib = bytes.div_ceil(1024).clamp(1, u64::from(u32::MAX >> 3)) as u32;
+        ByteBudget {
+            kib: Arc::new(Semaphore::new(total_kib as usize)),
+            total_kib,
+        }
+    }
+
+    /// Waits until `bytes` fit; a request larger than the whole budget waits for all of it.
+    async fn reserve(&self, bytes: u64) -> OwnedSemaphorePermit {
+        let kib = bytes.div_ceil(1024).clamp(1, u64::from(self.total_kib)) as u32;
+        Arc::clone(&self.kib)
+            .acquire_many_owned(kib)
+            .await
+            .expect("the byte budget is never closed")
+    }
+}
+
+/// A downloaded photo, holding its share of the [`ByteBudget`].
+pub struct Photo {
+    pub bytes: Bytes,
+    _reserved: OwnedSemaphorePermit,
+}
+
+/// See [`Storage::writer`].
+pub struct ObjectWriter<'a> {
+    target: Target<'a>,
+}
+
+enum Target<'a> {
+    Local(local::AtomicFile),
+    S3(s3::Upload<'a>),
+}
+
+impl ObjectWriter<'_> {
+    pub async fn write(&mut self, data: &[u8]) -> Result<()> {
+        match &mut self.target {
+            // Buffered: a system call per megabyte, short enough for an async task.
+            Target::Local(file) => file.write(data),
+            Target::S3(upload) => upload.write(data).await,
+        }
+    }
+
+    /// Publishes the object. Until then readers see the previous one, if any.
+    pub async fn finish(self) -> Result<()> {
+        match self.target {
+            Target::Local(file) => tokio::task::spawn_blocking(move || file.commit())
+                .await
+                .expect("local commit task panicked"),
+            Target::S3(upload) => upload.finish().await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_s3_and_local_uris() {
+        assert_eq!(
+            Location::parse("s3://fruits/raw/Training").unwrap(),
+            Location::S3 {
+                bucket: "fruits".into(),
+                key: "raw/Training".into()
+            }
+        );
+        assert_eq!(
+            Location::parse("s3://fruits")
+                .unwrap()
+                .join("a.csv")
+                .to_string(),
+            "s3://fruits/a.csv"
+        );
+        assert_eq!(
+            Location::parse("/data/in").unwrap(),
+            Location::Local("/data/in".into())
+        );
+        assert!(Location::parse("s3:///x").is_err());
+        assert!(Location::parse("gs://bucket/x").is_err());
+    }
+
+    #[test]
+    fn label_is_the_parent_folder() {
+        let photo = Location::parse("s3://b/Training/Apple Braeburn/0_100.jpg").unwrap();
+        assert_eq!(photo.parent_name(), "Apple Braeburn");
+        let local = Location::parse("/x/Test/Banana/1.JPG").unwrap();
+        assert_eq!(local.parent_name(), "Banana");
+    }
+
+    #[test]
+    fn lists_only_visible_images() {
+        assert!(is_listed("Training/Banana/1.jpg"));
+        assert!(is_listed("Training/Banana/1.JPEG"));
+        assert!(is_listed("x.png"));
+        assert!(is_listed("Training/_odd_name.jpg"));
+        assert!(!is_listed("Training/Banana/.1.jpg"));
+        assert!(!is_listed(".cache/Banana/1.jpg"));
+        assert!(!is_listed("_work/run/Banana/1.jpg"));
+        assert!(!is_listed("Training/Banana/notes.txt"));
+    }
+}
