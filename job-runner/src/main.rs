@@ -18,6 +18,13 @@ use fruitpipe_runner::{extract, fit, plan};
 
 fn main() -> ExitCode {
     keep_large_buffers_out_of_the_heap();
+    // ONNX Runtime's usage telemetry writes a database under ~/.cache/Microsoft and a
+    // session file into $TMPDIR (disabling it through the API does not stop that); a data
+    // pipeline reports nothing home, and may run on a read-only file system.
+    if std::env::var_os("ORT_DISABLE_TELEMETRY").is_none() {
+        // SAFETY: no other thread exists yet.
+        unsafe { std::env::set_var("ORT_DISABLE_TELEMETRY", "1") };
+    }
     let cli = Cli::parse();
     init_logging(cli.log_format);
     let summary_file = cli.command.summary_file().map(str::to_string);

@@ -88,6 +88,9 @@ fn environment() -> Result<&'static Environment> {
         ort::init_from(&path)
             .map_err(|err| format!("cannot load ONNX Runtime from {}: {err}", path.display()))?
             .with_name("fruitpipe")
+            // ONNX Runtime's telemetry is on by default: it writes a session file into
+            // $TMPDIR and would report usage from a data pipeline that should not.
+            .with_telemetry(false)
             .build()
             .map_err(|err| format!("cannot start ONNX Runtime: {err}"))
     });

@@ -421,3 +421,101 @@ fn s3_mistakes_are_refused_with_exit_code_2() {
         "no model at s3://fruit/models/missing.onnx",
     );
 }
+
+#[test]
+fn a_photo_refused_for_its_own_reasons_is_skipped_and_the_run_goes_on() {
+    let root = tempfile::tempdir().unwrap();
+    let server = S3Server::start_refusing(
+        root.path(),
+        &[
+            ("denied.jpg", 403, "AccessDenied"),
+            ("archived.jpg", 403, "InvalidObjectState"),
+            ("sealed.jpg", 400, "KMS.DisabledException"),
+        ],
+    );
+    let bucket = bucket_with_photos(&server);
+    let banana = bucket.join("in/Training/Banana");
+    let photo = std::fs::read_dir(&banana)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    for name in ["denied.jpg", "archived.jpg", "sealed.jpg", "gone.jpg"] {
+        std::fs::copy(&photo, banana.join(name)).unwrap();
+    }
+    let phase = |args: &[&str]| {
+        let result = run(server.fruitpipe().args(args));
+        assert_eq!(result.status.code(), Some(0), "{}", stderr(&result));
+    };
+    phase(&[
+        "plan",
+        "--input",
+        "s3://fruit/in",
+        "--work",
+        "s3://fruit/work",
+        "--shard-size",
+        "10",
+    ]);
+    // Deleted after the listing, before its shard is read.
+    std::fs::remove_file(banana.join("gone.jpg")).unwrap();
+    let plan: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(bucket.join("work/plan.json")).unwrap()).unwrap();
+    for index in 0..plan["shards"].as_u64().unwrap() {
+        phase(&[
+            "extract",
+            "--work",
+            "s3://fruit/work",
+            "--index",
+            &index.to_string(),
+            "--model",
+            "s3://fruit/models/features.onnx",
+            "--size",
+            "32",
+        ]);
+    }
+    phase(&[
+        "fit",
+        "--work",
+        "s3://fruit/work",
+        "--output",
+        "s3://fruit/out",
+        "--components",
+        "2",
+    ]);
+    let errors = read_csv(&bucket.join("out/errors.csv"));
+    let reasons: std::collections::BTreeMap<String, String> = errors[1..]
+        .iter()
+        .map(|row| (row[0].clone(), row[1].clone()))
+        .collect();
+    let key = |name: &str| format!("s3://fruit/in/Training/Banana/{name}");
+    assert_eq!(reasons.len(), 4, "{reasons:?}");
+    for (name, reason) in [
+        ("denied.jpg", "access denied (AccessDenied"),
+        ("archived.jpg", "archived"),
+        ("sealed.jpg", "KMS key"),
+        ("gone.jpg", "missing"),
+    ] {
+        assert!(reasons[&key(name)].contains(reason), "{name}: {reasons:?}");
+    }
+    let rows = read_csv(&bucket.join("out/features_pca.csv"));
+    assert_eq!(
+        rows.len() - 1,
+        plan["images"].as_u64().unwrap() as usize - 4
+    );
+}
+
+#[test]
+fn access_denied_on_every_photo_is_a_configuration_error() {
+    let root = tempfile::tempdir().unwrap();
+    // Listing works, reading any photo does not: a policy without s3:GetObject.
+    let server = S3Server::start_refusing(root.path(), &[("/fruit/in/", 403, "AccessDenied")]);
+    bucket_with_photos(&server);
+    let result = run_over_s3(&server, "s3://fruit/out");
+    assert_refused(&result, "photos of shard 0 were refused");
+    assert!(
+        stderr(&result).contains("s3:GetObject"),
+        "{}",
+        stderr(&result)
+    );
+}

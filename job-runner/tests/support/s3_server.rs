@@ -24,12 +24,14 @@ pub struct S3Server {
 }
 
 /// What the server answers instead of serving a request, and when.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug, Default)]
 struct Fault {
     /// Every `every`-th request gets the fault (0 = never).
     every: usize,
     status: u16,
     code: &'static str,
+    /// Downloads (GET) whose path contains the text get that status and code.
+    refusals: Vec<(&'static str, u16, &'static str)>,
 }
 
 impl S3Server {
@@ -46,6 +48,7 @@ impl S3Server {
                 every: fail_every,
                 status: 503,
                 code: "SlowDown",
+                ..Fault::default()
             },
         )
     }
@@ -59,6 +62,19 @@ impl S3Server {
                 every: 1,
                 status,
                 code,
+                ..Fault::default()
+            },
+        )
+    }
+
+    /// Like `start`, but a download (GET) whose path contains one of the texts gets that
+    /// S3 error, as S3 answers for one object: `("denied.jpg", 403, "AccessDenied")`.
+    pub fn start_refusing(root: &Path, refusals: &[(&'static str, u16, &'static str)]) -> S3Server {
+        S3Server::start_faulty(
+            root,
+            Fault {
+                refusals: refusals.to_vec(),
+                ..Fault::default()
             },
         )
     }
@@ -96,14 +112,29 @@ impl S3Server {
                     let service = service.clone();
                     let requests = Arc::clone(&requests);
                     let faults = Arc::clone(&faults_served);
-                    let flaky = hyper::service::service_fn(move |request| {
+                    let fault = fault.clone();
+                    let flaky = hyper::service::service_fn(move |request: http::Request<_>| {
                         let service = service.clone();
                         let count = requests.fetch_add(1, Ordering::SeqCst) + 1;
                         let faults = Arc::clone(&faults);
+                        let refusal = fault
+                            .refusals
+                            .iter()
+                            .find(|(text, _, _)| {
+                                request.method() == http::Method::GET
+                                    && request.uri().path().contains(text)
+                            })
+                            .copied();
+                        let every = fault.every;
+                        let (status, code) = (fault.status, fault.code);
                         async move {
-                            if fault.every > 0 && count.is_multiple_of(fault.every) {
+                            if let Some((_, status, code)) = refusal {
                                 faults.fetch_add(1, Ordering::SeqCst);
-                                return Ok(s3_error(fault.status, fault.code));
+                                return Ok(s3_error(status, code));
+                            }
+                            if every > 0 && count.is_multiple_of(every) {
+                                faults.fetch_add(1, Ordering::SeqCst);
+                                return Ok(s3_error(status, code));
                             }
                             hyper::service::Service::call(&service, request).await
                         }
