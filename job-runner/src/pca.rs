@@ -93,17 +93,7 @@ pub fn fit(moments: &Moments, components: Components, standardize: bool) -> Resu
             }
         })
         .collect();
-    let matrix = Mat::from_fn(dim, dim, |i, j| covariance[(i, j)] / (scale[i] * scale[j]));
-    let eigen = matrix.self_adjoint_eigen(Side::Lower).map_err(|err| {
-        Error::Input(format!(
-            "the eigendecomposition did not converge ({err:?}); the features may contain NaN or infinity"
-        ))
-    })?;
-    // faer sorts ascending; PCA wants the largest first.
-    let values = eigen.S().column_vector();
-    let vectors = eigen.U();
-    let order: Vec<usize> = (0..dim).rev().collect();
-    let eigenvalues: Vec<f64> = order.iter().map(|&i| values[i].max(0.0)).collect();
+    let (eigenvalues, vectors) = eigen_largest_first(&covariance, &scale)?;
     let total: f64 = eigenvalues.iter().sum();
     if total <= 0.0 || !total.is_finite() {
         return Err(Error::Input(
@@ -126,9 +116,10 @@ pub fn fit(moments: &Moments, components: Components, standardize: bool) -> Resu
             "more components were asked for than the data's rank (at most images - 1, and only non-zero eigenvalues); keeping the rank"
         );
     }
-    let components: Vec<Vec<f64>> = order[..k]
-        .iter()
-        .map(|&column| with_positive_largest_loading((0..dim).map(|row| vectors[(row, column)])))
+    let components: Vec<Vec<f64>> = vectors
+        .into_iter()
+        .take(k)
+        .map(|vector| with_positive_largest_loading(vector.into_iter()))
         .collect();
     Ok(Pca {
         k,
@@ -140,6 +131,48 @@ pub fn fit(moments: &Moments, components: Components, standardize: bool) -> Resu
         explained_variance_ratio: ratios[..k].to_vec(),
         cumulative_explained_variance: ratios[..k].iter().sum(),
     })
+}
+
+/// Eigenvalues (largest first) and their unit eigenvectors (`dim` loadings each) of the
+/// covariance scaled by `scale`. Features that never vary are left out of the
+/// decomposition: their rows and columns are zero, they add only zero eigenvalues, and
+/// faer's solver can fail to converge on a matrix with many of them (a few photos at a
+/// small size leave hundreds of ReLU features at exactly 0).
+fn eigen_largest_first(covariance: &Mat<f64>, scale: &[f64]) -> Result<(Vec<f64>, Vec<Vec<f64>>)> {
+    let dim = scale.len();
+    let varying: Vec<usize> = (0..dim).filter(|&i| covariance[(i, i)] > 0.0).collect();
+    let n = varying.len();
+    let matrix = Mat::from_fn(n, n, |a, b| {
+        let (i, j) = (varying[a], varying[b]);
+        covariance[(i, j)] / (scale[i] * scale[j])
+    });
+    let eigen = matrix.self_adjoint_eigen(Side::Lower).map_err(|err| {
+        Error::Input(format!(
+            "the eigendecomposition did not converge ({err:?}); the features may contain NaN or infinity"
+        ))
+    })?;
+    let values = eigen.S().column_vector();
+    let vectors = eigen.U();
+    // faer sorts ascending; PCA wants the largest first. The constant features' zero
+    // eigenvalues come last, with unit vectors along them.
+    let mut eigenvalues: Vec<f64> = (0..n).rev().map(|c| values[c].max(0.0)).collect();
+    let mut loadings: Vec<Vec<f64>> = (0..n)
+        .rev()
+        .map(|c| {
+            let mut vector = vec![0.0; dim];
+            for (a, &i) in varying.iter().enumerate() {
+                vector[i] = vectors[(a, c)];
+            }
+            vector
+        })
+        .collect();
+    for i in (0..dim).filter(|i| !varying.contains(i)) {
+        eigenvalues.push(0.0);
+        let mut vector = vec![0.0; dim];
+        vector[i] = 1.0;
+        loadings.push(vector);
+    }
+    Ok((eigenvalues, loadings))
 }
 
 /// How many components carry variance: eigenvalues above rounding noise, and at most
@@ -319,6 +352,29 @@ mod tests {
         assert!(fit(&moments, Components::Variance(1.5), false).is_err());
         let one = Moments::of_batch(&rows[..3], 3);
         assert!(fit(&one, Components::Count(1), false).is_err());
+    }
+
+    #[test]
+    fn constant_features_stay_out_of_the_components() {
+        // Four photos, 1,280 features of which 1,000 are exactly 0 (ReLU features a small
+        // input never wakes): a few photos at --size 32 made faer's solver fail on this.
+        let mut rng = Lcg(3);
+        let rows: Vec<f32> = (0..4 * 1280)
+            .map(|i| {
+                if i % 1280 < 280 {
+                    rng.next_f64() as f32
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        let pca = fit(&Moments::of_batch(&rows, 1280), Components::Count(2), false).unwrap();
+        assert_eq!(pca.k, 2);
+        for component in &pca.components {
+            assert!(component[280..].iter().all(|&loading| loading == 0.0));
+            let norm: f64 = component.iter().map(|v| v * v).sum();
+            assert!((norm - 1.0).abs() < 1e-9);
+        }
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! a way to run the real `fruitpipe` binary.
 #![allow(dead_code)]
 
+mod fault_proxy;
 mod s3_server;
 
 use std::path::{Path, PathBuf};
@@ -9,6 +10,9 @@ use std::process::{Command, Output};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
+// Only some test binaries use the proxy; the others would call the import unused.
+#[allow(unused_imports)]
+pub use fault_proxy::*;
 pub use s3_server::{ACCESS_KEY, S3Server, SECRET_KEY};
 
 pub fn repo_root() -> PathBuf {
