@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use support::{copy_sample, fruitpipe, identity_onnx, read_csv, run, stderr};
+use support::{batch_mean_onnx, copy_sample, fruitpipe, identity_onnx, read_csv, run, stderr};
 
 const CLASSES: [&str; 3] = ["Banana", "Kiwi", "Lemon"];
 
@@ -336,6 +336,21 @@ fn a_model_with_a_fixed_batch_gets_batches_of_that_size() {
         std::fs::read(output.join("features_pca.csv")).unwrap(),
         std::fs::read(reference.join("features_pca.csv")).unwrap()
     );
+}
+
+#[test]
+fn a_model_that_returns_fewer_rows_than_photos_is_refused_not_trusted() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    copy_sample(&input, &CLASSES, 3);
+    let model = dir.path().join("batch_mean.onnx");
+    std::fs::write(&model, batch_mean_onnx(16, 16)).unwrap();
+    let output = dir.path().join("out");
+    let result = run(&mut pipeline(&model, &input, &output, &["--batch", "4"]));
+    assert_eq!(result.status.code(), Some(2), "{}", stderr(&result));
+    let message = stderr(&result);
+    assert!(message.contains("for a batch of 4 photos"), "{message}");
+    assert!(!output.join("features_pca.csv").exists());
 }
 
 #[test]

@@ -195,20 +195,26 @@ pub fn identity_onnx(shape: &[i64]) -> Vec<u8> {
 /// A minimal ONNX model, `y = ReduceMean(x, axes=[3], keepdims=0)`: it takes an image batch
 /// `[N, 3, H, W]` but gives a 3-D output, which is neither features nor a feature map.
 pub fn three_d_output_onnx(height: i64, width: i64) -> Vec<u8> {
+    reduce_mean_onnx(3, false, &[-1, 3, height, width], &[-1, 3, height])
+}
+
+/// A minimal ONNX model, `y = ReduceMean(x, axes=[0], keepdims=1)`: one feature map for a
+/// whole batch, `[1, 3, H, W]` whatever `N` is. One photo looks fine; a batch of several
+/// returns fewer rows than photos.
+pub fn batch_mean_onnx(height: i64, width: i64) -> Vec<u8> {
+    reduce_mean_onnx(0, true, &[-1, 3, height, width], &[1, 3, height, width])
+}
+
+fn reduce_mean_onnx(axis: u64, keep: bool, input: &[i64], output: &[i64]) -> Vec<u8> {
     let mut axes = Vec::new();
     onnx::field(1, b"axes", &mut axes);
-    onnx::int(8, 3, &mut axes); // ints
+    onnx::int(8, axis, &mut axes); // ints
     onnx::int(20, 7, &mut axes); // type INTS
     let mut keepdims = Vec::new();
     onnx::field(1, b"keepdims", &mut keepdims);
-    onnx::int(3, 0, &mut keepdims); // i
+    onnx::int(3, u64::from(keep), &mut keepdims); // i
     onnx::int(20, 2, &mut keepdims); // type INT
-    one_node_onnx(
-        "ReduceMean",
-        &[axes, keepdims],
-        &[-1, 3, height, width],
-        &[-1, 3, height],
-    )
+    one_node_onnx("ReduceMean", &[axes, keepdims], input, output)
 }
 
 /// Protocol-buffer encoding, just enough for [`one_node_onnx`].
