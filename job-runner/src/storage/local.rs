@@ -386,6 +386,23 @@ mod tests {
     }
 
     #[test]
+    fn writers_of_one_path_never_share_a_temporary_and_readers_see_one_whole_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("features_pca.csv");
+        let contents: Vec<Vec<u8>> = (0..8u8).map(|i| vec![b'a' + i; 1 << 20]).collect();
+        std::thread::scope(|scope| {
+            for data in &contents {
+                let path = &path;
+                scope.spawn(move || write_atomically(path, data).unwrap());
+            }
+        });
+        let result = std::fs::read(&path).unwrap();
+        assert!(contents.contains(&result), "a mix of two writes");
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(names.len(), 1, "temporaries left: {names:?}");
+    }
+
+    #[test]
     fn temporaries_of_dead_processes_are_removed_and_live_ones_kept() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("features_pca.csv");
