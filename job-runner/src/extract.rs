@@ -16,7 +16,7 @@ use crate::imaging::{self, DEFAULT_MAX_PIXELS, Preprocessing};
 use crate::model::Model;
 use crate::plan::read_plan;
 use crate::stats::Moments;
-use crate::storage::{ByteBudget, Location, Photo, Storage};
+use crate::storage::{ByteBudget, Location, Storage};
 use crate::work::{Partial, ShardFeatures, ShardReport, Skipped, WorkDir, parse_manifest};
 
 /// Photos fetched at once; S3 latency, not bandwidth, limits small objects.
@@ -207,15 +207,16 @@ impl Loader {
     }
 
     async fn load(&self, photo: &Location) -> Result<Loaded> {
-        let fetched = self
+        // Held until the photo is decoded: its bytes count against the fetch budget.
+        let photo = match self
             .storage
             .get_photo(photo, self.limits.max_bytes, &self.fetch_budget)
-            .await;
-        let Photo { bytes, .. } = match &fetched {
+            .await
+        {
             Ok(photo) => photo,
-            Err(_) => return skip_or_fail(fetched.err().expect("an error")),
+            Err(err) => return skip_or_fail(err),
         };
-        let bytes = bytes.clone();
+        let bytes = photo.bytes.clone();
         let (width, height) = match imaging::inspect(&bytes, self.limits.max_pixels) {
             Ok(dimensions) => dimensions,
             Err(unusable) => return Ok(Err(Problem::of(unusable.to_string()))),
@@ -226,7 +227,7 @@ impl Loader {
             .expect("the decoder permits are never closed");
         let (preprocessing, max_pixels) = (self.preprocessing, self.limits.max_pixels);
         let decoded = tokio::task::spawn_blocking(move || {
-            preprocessing.tensor_from_bytes(&bytes, max_pixels)
+            preprocessing.tensor_from_inspected(&bytes, max_pixels)
         })
         .await;
         Ok(match decoded {

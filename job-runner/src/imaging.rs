@@ -149,6 +149,11 @@ pub fn inspect(bytes: &[u8], max_pixels: u64) -> Result<(u32, u32), Unusable> {
 /// `upright` the EXIF orientation is applied.
 pub fn decode_rgb(bytes: &[u8], max_pixels: u64, upright: bool) -> Result<RgbImage, Unusable> {
     inspect(bytes, max_pixels)?;
+    decode_inspected(bytes, max_pixels, upright)
+}
+
+/// [`decode_rgb`] of bytes that [`inspect`] already accepted.
+fn decode_inspected(bytes: &[u8], max_pixels: u64, upright: bool) -> Result<RgbImage, Unusable> {
     let mut reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|err| Unusable::NotAnImage(err.to_string()))?;
@@ -313,7 +318,18 @@ impl Preprocessing {
 
     /// Decodes and preprocesses one photo of at most `max_pixels` into a fresh tensor.
     pub fn tensor_from_bytes(&self, bytes: &[u8], max_pixels: u64) -> Result<Vec<f32>, Unusable> {
-        let image = decode_rgb(bytes, max_pixels, self.exif_orientation)?;
+        inspect(bytes, max_pixels)?;
+        self.tensor_from_inspected(bytes, max_pixels)
+    }
+
+    /// [`Preprocessing::tensor_from_bytes`] of bytes that [`inspect`] already accepted (the
+    /// extract phase inspects every photo first, to weigh its decoding).
+    pub fn tensor_from_inspected(
+        &self,
+        bytes: &[u8],
+        max_pixels: u64,
+    ) -> Result<Vec<f32>, Unusable> {
+        let image = decode_inspected(bytes, max_pixels, self.exif_orientation)?;
         let mut out = vec![0.0; self.tensor_len()];
         self.write_tensor(&image, &mut out);
         Ok(out)

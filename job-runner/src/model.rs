@@ -113,20 +113,21 @@ fn choose_size(fixed: Option<u32>, requested: Option<u32>) -> Result<u32> {
 
 /// Reads layout and fixed size from an input shape such as `[-1, 3, 224, 224]`.
 fn read_input_shape(shape: &[i64]) -> Result<(Layout, Option<u32>)> {
-    let fixed = |dim: i64| (dim > 0).then_some(dim as u32);
-    match shape {
-        [_, 3, h, w] if h != w && *h > 0 && *w > 0 => Err(Error::Input(format!(
+    let (layout, h, w) = match *shape {
+        [_, 3, h, w] => (Layout::Nchw, h, w),
+        [_, h, w, 3] => (Layout::Nhwc, h, w),
+        _ => {
+            return Err(Error::Input(format!(
+                "the model's input shape {shape:?} is not an image batch; expected [batch, 3, H, W] or [batch, H, W, 3]"
+            )));
+        }
+    };
+    if h > 0 && w > 0 && h != w {
+        return Err(Error::Input(format!(
             "the model's input shape {shape:?} is not square; the runner feeds square images"
-        ))),
-        [_, h, w, 3] if h != w && *h > 0 && *w > 0 => Err(Error::Input(format!(
-            "the model's input shape {shape:?} is not square; the runner feeds square images"
-        ))),
-        [_, 3, h, w] => Ok((Layout::Nchw, fixed(*h).filter(|_| h == w))),
-        [_, h, w, 3] => Ok((Layout::Nhwc, fixed(*h).filter(|_| h == w))),
-        _ => Err(Error::Input(format!(
-            "the model's input shape {shape:?} is not an image batch; expected [batch, 3, H, W] or [batch, H, W, 3]"
-        ))),
+        )));
     }
+    Ok((layout, (h > 0 && h == w).then_some(h as u32)))
 }
 
 impl Model {
