@@ -17,7 +17,8 @@ const LONG_ABOUT: &str = "\
 Fruit photos -> pretrained CNN features -> PCA -> CSV, on a local folder or an S3 prefix.
 
 `fruitpipe run` does everything in one process. On Kubernetes the operator runs the same
-work as `plan` (one pod), `extract` (one pod per shard) and `fit` (one pod).
+work as `plan` (one pod), `extract` (one pod per shard), `fit` (one pod, statistics only),
+`project` (one pod per shard) and `assemble` (one short pod).
 
 URIs are local paths or s3://bucket/prefix. S3 credentials come from the AWS default chain
 (environment, profile, EKS web identity). Exit codes: 0 done; 2 bad configuration or input
@@ -45,14 +46,18 @@ pub enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Plan, extract and fit in one process, with progress bars. Start here.
+    /// Every phase in one process, with progress bars. Start here.
     Run(RunArgs),
     /// List the input and write shard manifests under --work.
     Plan(PlanArgs),
     /// Turn one shard's photos into features and partial statistics.
     Extract(ExtractArgs),
-    /// Merge all shards' statistics, fit PCA and write the outputs.
+    /// Merge all shards' statistics, fit PCA and write pca_model.json (reads no feature row).
     Fit(FitArgs),
+    /// Project one shard's features onto the fitted components: its part of the CSV.
+    Project(ProjectArgs),
+    /// Put the shards' parts together into features_pca.csv and write summary.json.
+    Assemble(AssembleArgs),
 }
 
 #[derive(Debug, Args)]
@@ -190,11 +195,42 @@ pub struct FitArgs {
     /// Work area written by `plan` and `extract`
     #[arg(long)]
     pub work: String,
-    /// Where to write features_pca.csv, pca_model.json, summary.json and errors.csv
+    /// Where pca_model.json and errors.csv go now, and features_pca.csv and summary.json
+    /// after `assemble`
     #[arg(long)]
     pub output: String,
     #[command(flatten)]
     pub pca: PcaArgs,
+    #[command(flatten)]
+    pub s3: S3Args,
+    /// Also write a short JSON result here (e.g. /dev/termination-log)
+    #[arg(long)]
+    pub summary_file: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ProjectArgs {
+    /// Work area written by `plan`, `extract` and `fit`
+    #[arg(long)]
+    pub work: String,
+    /// Shard to project [default: $JOB_COMPLETION_INDEX, set by Indexed Jobs]
+    #[arg(long)]
+    pub index: Option<usize>,
+    #[command(flatten)]
+    pub s3: S3Args,
+    /// Also write a short JSON result here (e.g. /dev/termination-log)
+    #[arg(long)]
+    pub summary_file: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct AssembleArgs {
+    /// Work area written by the other phases
+    #[arg(long)]
+    pub work: String,
+    /// The --output given to `fit`
+    #[arg(long)]
+    pub output: String,
     #[command(flatten)]
     pub s3: S3Args,
     /// Also write a short JSON result here (e.g. /dev/termination-log)
@@ -209,6 +245,8 @@ impl Command {
             Command::Plan(_) => "plan",
             Command::Extract(_) => "extract",
             Command::Fit(_) => "fit",
+            Command::Project(_) => "project",
+            Command::Assemble(_) => "assemble",
         }
     }
 
@@ -218,6 +256,8 @@ impl Command {
             Command::Plan(args) => args.summary_file.as_deref(),
             Command::Extract(args) => args.summary_file.as_deref(),
             Command::Fit(args) => args.summary_file.as_deref(),
+            Command::Project(args) => args.summary_file.as_deref(),
+            Command::Assemble(args) => args.summary_file.as_deref(),
         }
     }
 }
@@ -290,18 +330,28 @@ impl RunArgs {
 }
 
 impl ExtractArgs {
-    /// The shard index: --index, else the Indexed Job's JOB_COMPLETION_INDEX.
     pub fn index(&self) -> Result<usize> {
-        if let Some(index) = self.index {
-            return Ok(index);
-        }
-        let value = std::env::var("JOB_COMPLETION_INDEX").map_err(|_| {
-            Error::Config("no shard given: pass --index N or set JOB_COMPLETION_INDEX".to_string())
-        })?;
-        value.trim().parse().map_err(|_| {
-            Error::Config(format!(
-                "JOB_COMPLETION_INDEX is '{value}', not a shard number"
-            ))
-        })
+        shard_index(self.index)
     }
+}
+
+impl ProjectArgs {
+    pub fn index(&self) -> Result<usize> {
+        shard_index(self.index)
+    }
+}
+
+/// The shard index: --index, else the Indexed Job's JOB_COMPLETION_INDEX.
+fn shard_index(given: Option<usize>) -> Result<usize> {
+    if let Some(index) = given {
+        return Ok(index);
+    }
+    let value = std::env::var("JOB_COMPLETION_INDEX").map_err(|_| {
+        Error::Config("no shard given: pass --index N or set JOB_COMPLETION_INDEX".to_string())
+    })?;
+    value.trim().parse().map_err(|_| {
+        Error::Config(format!(
+            "JOB_COMPLETION_INDEX is '{value}', not a shard number"
+        ))
+    })
 }

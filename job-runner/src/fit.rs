@@ -1,26 +1,23 @@
-//! Phase 3: merge the shards' statistics, fit PCA, project every photo, write the outputs.
+//! Phase 3: merge the shards' statistics and fit PCA; writes `pca_model.json`.
 //!
-//! Memory is O(dim^2) for the statistics plus one shard's feature rows.
+//! No feature row is read here: memory and time are O(shards x dim^2), whatever the
+//! number of photos. `project` and `assemble` write `features_pca.csv`.
 
 use std::time::Instant;
 
 use bytes::Bytes;
-use indicatif::ProgressBar;
+use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 use crate::model::ModelInfo;
 use crate::output::{
-    CsvRows, ERRORS_CSV, FEATURES_CSV, MODEL_JSON, ModelFile, Outputs, SUMMARY_JSON, Summary,
-    Timings, errors_csv,
+    ERRORS_CSV, MODEL_JSON, ModelFile, Outputs, SUMMARY_JSON, Summary, Timings, errors_csv,
 };
-use crate::pca::{self, Components, Pca};
+use crate::pca::{self, Components};
 use crate::plan::read_plan;
 use crate::stats::Moments;
 use crate::storage::{Location, Storage};
-use crate::work::{Partial, ShardFeatures, Skipped, WorkDir};
-
-/// Rows projected at once.
-const PROJECTION_CHUNK: usize = 256;
+use crate::work::{FitRecord, Partial, Skipped, WorkDir};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct FitOptions {
@@ -37,13 +34,14 @@ struct Merged {
     extract_seconds: f64,
 }
 
+/// Fits PCA on the merged statistics and writes `pca_model.json`, `errors.csv` and the
+/// work area's `fit.json`. Returns what `fit.json` says.
 pub async fn fit(
     storage: &Storage,
     work: &WorkDir,
     output: &Location,
     options: FitOptions,
-    progress: &ProgressBar,
-) -> Result<Summary> {
+) -> Result<FitRecord> {
     let started = Instant::now();
     // The previous summary goes first: until the new one is written, nothing in the output
     // folder says "complete".
@@ -66,51 +64,68 @@ pub async fn fit(
         images = merged.moments.n,
         "fitted PCA"
     );
-
-    progress.set_length(merged.moments.n);
-    // Streamed to the output as it is projected: no local copy, whatever its size.
-    let mut csv = storage.writer(&output.join(FEATURES_CSV)).await?;
-    let mut rows = CsvRows::new(pca.k);
-    for shard in 0..plan.shards {
-        let written = project_shard(storage, work, &plan.id, shard, &pca, &mut rows).await?;
-        csv.write(&rows.take()).await?;
-        progress.inc(written);
-    }
-    csv.write(&rows.take()).await?;
-    csv.finish().await?;
-
-    let outputs = Outputs::under(output);
     let model_file = ModelFile {
         feature_model: merged.model.clone(),
-        pca: pca.clone(),
+        pca,
     };
-    put_json(storage, &output.join(MODEL_JSON), &model_file).await?;
+    let model_json = serde_json::to_vec_pretty(&model_file).expect("outputs serialise");
+    let model_sha256 = format!("{:x}", Sha256::digest(&model_json));
+    storage
+        .put(&output.join(MODEL_JSON), Bytes::from(model_json))
+        .await?;
 
-    let summary = Summary {
-        input: plan.input,
+    let pca = &model_file.pca;
+    let record = FitRecord {
+        plan: plan.id.clone(),
         output: output.to_string(),
-        images_seen: merged.images,
-        images_used: merged.moments.n,
-        images_skipped: merged.skipped.len() as u64,
-        shards: plan.shards,
-        dim: merged.model.dim,
-        k: pca.k,
-        standardize: options.standardize,
-        cumulative_explained_variance: pca.cumulative_explained_variance,
-        images_per_second: merged.moments.n as f64 / merged.extract_seconds.max(1e-9),
-        seconds: Timings {
-            plan: plan.seconds,
-            extract: merged.extract_seconds,
-            fit: started.elapsed().as_secs_f64(),
+        model_sha256,
+        summary: Summary {
+            input: plan.input,
+            output: output.to_string(),
+            images_seen: merged.images,
+            images_used: merged.moments.n,
+            images_skipped: merged.skipped.len() as u64,
+            shards: plan.shards,
+            dim: merged.model.dim,
+            k: pca.k,
+            standardize: options.standardize,
+            cumulative_explained_variance: pca.cumulative_explained_variance,
+            images_per_second: merged.moments.n as f64 / merged.extract_seconds.max(1e-9),
+            seconds: Timings {
+                plan: plan.seconds,
+                extract: merged.extract_seconds,
+                fit: started.elapsed().as_secs_f64(),
+                ..Timings::default()
+            },
+            outputs: Outputs::under(output),
+            assembly: Default::default(),
         },
-        outputs,
     };
-    // The summary goes last: once it exists, every other output is complete.
-    put_json(storage, &output.join(SUMMARY_JSON), &summary).await?;
-    Ok(summary)
+    put_json(storage, &work.fit(), &record).await?;
+    Ok(record)
 }
 
-async fn put_json(storage: &Storage, at: &Location, value: &impl serde::Serialize) -> Result<()> {
+/// Reads `fit.json`: what `project` and `assemble` build on.
+pub async fn read_fit(storage: &Storage, work: &WorkDir) -> Result<FitRecord> {
+    let bytes = storage.get(&work.fit()).await.map_err(|err| match err {
+        Error::NotFound { uri, .. } => Error::Config(format!(
+            "no fitted model at {uri}; run `fruitpipe fit` with the same --work first"
+        )),
+        other => other,
+    })?;
+    serde_json::from_slice(&bytes).map_err(|err| {
+        Error::Work(format!(
+            "{} is not a fruitpipe fit record ({err}); re-run `fruitpipe fit`",
+            work.fit()
+        ))
+    })
+}
+
+pub(crate) async fn put_json(
+    storage: &Storage,
+    at: &Location,
+    value: &impl serde::Serialize,
+) -> Result<()> {
     let json = serde_json::to_vec_pretty(value).expect("outputs serialise");
     storage.put(at, Bytes::from(json)).await
 }
@@ -171,7 +186,12 @@ async fn read_partial(storage: &Storage, work: &WorkDir, shard: usize) -> Result
 
 /// A shard extracted from another plan's manifest than the current one (plan was run
 /// again into the same work area) must not be merged: its photos are not this plan's.
-fn check_plan(plan: &str, shard_plan: &str, shard: usize, place: &Location) -> Result<()> {
+pub(crate) fn check_plan(
+    plan: &str,
+    shard_plan: &str,
+    shard: usize,
+    place: &Location,
+) -> Result<()> {
     if shard_plan == plan {
         return Ok(());
     }
@@ -183,38 +203,4 @@ fn check_plan(plan: &str, shard_plan: &str, shard: usize, place: &Location) -> R
             shard_plan
         }
     )))
-}
-
-async fn project_shard(
-    storage: &Storage,
-    work: &WorkDir,
-    plan: &str,
-    shard: usize,
-    pca: &Pca,
-    rows: &mut CsvRows,
-) -> Result<u64> {
-    let place = work.features(shard);
-    let bytes = storage.get(&place).await?;
-    let features = ShardFeatures::from_bytes(&bytes, &place)?;
-    check_plan(plan, &features.plan, shard, &place)?;
-    if features.is_empty() {
-        return Ok(0);
-    }
-    if features.dim != pca.dim() {
-        return Err(Error::Work(format!(
-            "{place} has {} features per photo, the statistics have {}; re-run extract for shard {shard}",
-            features.dim,
-            pca.dim()
-        )));
-    }
-    // A few hundred rows at a time keeps the f64 working copies small.
-    let chunk = PROJECTION_CHUNK * features.dim;
-    for (first, block) in features.rows.chunks(chunk).enumerate() {
-        let projected = pca.project(block);
-        for (offset, components) in projected.chunks_exact(pca.k).enumerate() {
-            let index = first * PROJECTION_CHUNK + offset;
-            rows.write(&features.paths[index], &features.labels[index], components);
-        }
-    }
-    Ok(features.len() as u64)
 }

@@ -2,9 +2,10 @@
 //! an S3 prefix.
 //!
 //! The phases are plain async functions, so the `fruitpipe` binary can run them one per
-//! Kubernetes pod ([`plan::plan`], [`extract::extract`], [`fit::fit`]) or all in one
-//! process ([`run::run`]). See DESIGN.md for the data layout.
+//! Kubernetes pod ([`plan::plan`], [`extract::extract`], [`fit::fit`],
+//! [`project::project`], [`assemble::assemble`]) or all in one process ([`run::run`]). See DESIGN.md for the data layout.
 
+pub mod assemble;
 pub mod error;
 pub mod extract;
 pub mod fit;
@@ -13,6 +14,7 @@ pub mod model;
 pub mod output;
 pub mod pca;
 pub mod plan;
+pub mod project;
 pub mod run;
 pub mod stats;
 pub mod storage;

@@ -12,9 +12,10 @@ use serde_json::{Value, json};
 use cli::{Cli, Command, LogFormat};
 use fruitpipe_runner::error::{Error, Result};
 use fruitpipe_runner::run::{load_model, run};
+use fruitpipe_runner::storage::compose::ComposeLimits;
 use fruitpipe_runner::storage::{Location, Storage};
 use fruitpipe_runner::work::WorkDir;
-use fruitpipe_runner::{extract, fit, plan};
+use fruitpipe_runner::{assemble, extract, fit, plan, project};
 
 fn main() -> ExitCode {
     keep_large_buffers_out_of_the_heap();
@@ -132,20 +133,48 @@ async fn execute(command: Command) -> Result<Value> {
             let storage = Storage::new(args.s3.options());
             let work = WorkDir::new(Location::parse(&args.work)?);
             let output = Location::parse(&args.output)?;
-            let summary = fit::fit(
-                &storage,
-                &work,
-                &output,
-                args.pca.options()?,
-                &ProgressBar::hidden(),
-            )
-            .await?;
+            let record = fit::fit(&storage, &work, &output, args.pca.options()?).await?;
+            let summary = &record.summary;
             println!(
-                "wrote {} ({} photos, k = {})",
-                summary.outputs.features, summary.images_used, summary.k
+                "fitted k = {} on {} photos; wrote {}",
+                summary.k, summary.images_used, summary.outputs.model
             );
             Ok(json!({
                 "phase": "fit",
+                "images": summary.images_used,
+                "skipped": summary.images_skipped,
+                "k": summary.k,
+                "explainedVariance": summary.cumulative_explained_variance,
+            }))
+        }
+        Command::Project(args) => {
+            let storage = Storage::new(args.s3.options());
+            let work = WorkDir::new(Location::parse(&args.work)?);
+            let index = args.index()?;
+            let projection = project::load_projection(&storage, &work).await?;
+            let report = project::project(&storage, &work, &projection, index).await?;
+            println!(
+                "shard {index}: {} rows, {} bytes",
+                report.rows, report.bytes
+            );
+            Ok(json!({ "phase": "project", "shard": index, "rows": report.rows }))
+        }
+        Command::Assemble(args) => {
+            let storage = Storage::new(args.s3.options());
+            let work = WorkDir::new(Location::parse(&args.work)?);
+            let output = Location::parse(&args.output)?;
+            let summary =
+                assemble::assemble(&storage, &work, &output, ComposeLimits::default()).await?;
+            println!(
+                "wrote {} ({} photos, k = {}; {} bytes copied by S3, {} through this process)",
+                summary.outputs.features,
+                summary.images_used,
+                summary.k,
+                summary.assembly.copied_bytes,
+                summary.assembly.sent_bytes
+            );
+            Ok(json!({
+                "phase": "assemble",
                 "images": summary.images_used,
                 "skipped": summary.images_skipped,
                 "k": summary.k,

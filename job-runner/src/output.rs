@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::ModelInfo;
 use crate::pca::Pca;
-use crate::storage::Location;
+use crate::storage::{Composed, Location};
 use crate::work::Skipped;
 
 pub const FEATURES_CSV: &str = "features_pca.csv";
@@ -48,6 +48,11 @@ pub struct Timings {
     /// Sum over shards: with several pods this is pod time, not elapsed time.
     pub extract: f64,
     pub fit: f64,
+    /// Sum over shards, like `extract`.
+    #[serde(default)]
+    pub project: f64,
+    #[serde(default)]
+    pub assemble: f64,
 }
 
 /// `summary.json`.
@@ -67,6 +72,9 @@ pub struct Summary {
     /// Images used per second of extraction time.
     pub images_per_second: f64,
     pub outputs: Outputs,
+    /// How `features_pca.csv` was put together from the shards' parts.
+    #[serde(default)]
+    pub assembly: Composed,
 }
 
 /// Formats `path,label,pc_1..pc_k` rows into memory, to be taken out a chunk at a time
@@ -83,6 +91,13 @@ impl CsvRows {
         header.extend((1..=k).map(|i| format!("pc_{i}")));
         writer.write_record(&header).expect("writing to memory");
         CsvRows { writer }
+    }
+
+    /// No header: a part that follows another.
+    pub fn headless() -> Self {
+        CsvRows {
+            writer: csv::Writer::from_writer(Vec::with_capacity(1 << 20)),
+        }
     }
 
     /// One row; components are written as f32, the shortest text that reads back exactly.

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::assemble::assemble;
 use crate::error::{Error, Result};
 use crate::extract::{PhotoLimits, extract};
 use crate::fit::{FitOptions, fit};
@@ -12,6 +13,8 @@ use crate::imaging::Preset;
 use crate::model::Model;
 use crate::output::Summary;
 use crate::plan::plan;
+use crate::project::{load_projection, project};
+use crate::storage::compose::ComposeLimits;
 use crate::storage::{Location, Storage};
 use crate::work::WorkDir;
 
@@ -65,7 +68,7 @@ pub async fn load_model(storage: &Storage, options: &ModelOptions) -> Result<Mod
     .expect("model loading panicked")
 }
 
-/// Runs plan, extract (every shard, in order) and fit.
+/// Runs plan, extract (every shard, in order), fit, project (every shard) and assemble.
 pub async fn run(storage: Arc<Storage>, options: &RunOptions) -> Result<Summary> {
     options.fit.components.validate(usize::MAX)?;
     let work = WorkDir::under_output(&options.output, LOCAL_RUN);
@@ -109,14 +112,19 @@ pub async fn run(storage: Arc<Storage>, options: &RunOptions) -> Result<Summary>
     }
     extracting.finish_and_clear();
 
+    fit(&storage, &work, &options.output, options.fit).await?;
+    let projection = load_projection(&storage, &work).await?;
     let projecting = progress_bar(
         options.progress,
-        None,
+        Some(projection.record.summary.images_used),
         "projecting [{bar:40}] {pos}/{len} photos",
     );
-    let summary = fit(&storage, &work, &options.output, options.fit, &projecting).await?;
+    for shard in 0..plan.shards {
+        let report = project(&storage, &work, &projection, shard).await?;
+        projecting.inc(report.rows);
+    }
     projecting.finish_and_clear();
-    Ok(summary)
+    assemble(&storage, &work, &options.output, ComposeLimits::default()).await
 }
 
 fn progress_bar(enabled: bool, length: Option<u64>, template: &str) -> ProgressBar {

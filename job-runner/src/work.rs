@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::model::ModelInfo;
+use crate::output::Summary;
 use crate::stats::Moments;
 use crate::storage::Location;
 
@@ -44,6 +45,26 @@ impl WorkDir {
 
     pub fn partial(&self, shard: usize) -> Location {
         self.root.join(&format!("partials/{shard:05}.bin"))
+    }
+
+    /// What `fit` decided, for `project` and `assemble`.
+    pub fn fit(&self) -> Location {
+        self.root.join("fit.json")
+    }
+
+    /// Shard `shard`'s rows of `features_pca.csv` (shard 0's start with the header).
+    pub fn projected(&self, shard: usize) -> Location {
+        self.root.join(&format!("projected/{shard:05}.csv"))
+    }
+
+    /// Written after [`WorkDir::projected`]: its presence means the part is complete.
+    pub fn projected_report(&self, shard: usize) -> Location {
+        self.root.join(&format!("projected/{shard:05}.json"))
+    }
+
+    /// Intermediate objects of an assembly with more parts than one upload holds.
+    pub fn assembly_scratch(&self) -> Location {
+        self.root.join("assembled")
     }
 }
 
@@ -84,6 +105,32 @@ pub struct ShardReport {
     pub skipped: Vec<Skipped>,
     pub seconds: f64,
     pub model: ModelInfo,
+}
+
+/// `fit.json`: the fitted model's identity and everything the summary needs from `fit`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FitRecord {
+    /// The [`Plan::id`] of the shards that were merged.
+    pub plan: String,
+    /// Where the outputs go.
+    pub output: String,
+    /// sha256 of the `pca_model.json` written: the projection's identity. A part projected
+    /// with another model is never assembled.
+    pub model_sha256: String,
+    /// The summary as `fit` knows it; `assemble` adds its own figures and writes it.
+    pub summary: Summary,
+}
+
+/// What `project` wrote for one shard.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProjectedReport {
+    /// The [`FitRecord::model_sha256`] the rows were projected with.
+    pub model_sha256: String,
+    pub shard: usize,
+    pub rows: u64,
+    /// Size of the CSV part.
+    pub bytes: u64,
+    pub seconds: f64,
 }
 
 /// One shard's feature rows, in manifest order.
@@ -307,6 +354,10 @@ mod tests {
         assert_eq!(
             work.partial(0).to_string(),
             "s3://b/out/_work/run-1/partials/00000.bin"
+        );
+        assert_eq!(
+            work.projected(12).to_string(),
+            "s3://b/out/_work/run-1/projected/00012.csv"
         );
     }
 }

@@ -281,6 +281,8 @@ fn a_killed_and_retried_shard_gives_byte_identical_outputs() {
             "3 shards, 36 images"
         );
     };
+    // fit, then project (shard 1 as an Indexed Job pod would, from JOB_COMPLETION_INDEX),
+    // then assemble.
     let fit = |work: &Path, output: &Path| {
         let result = phase(
             &[
@@ -292,7 +294,18 @@ fn a_killed_and_retried_shard_gives_byte_identical_outputs() {
             ],
             work,
         );
-        assert_eq!(result.status.code(), Some(0));
+        assert_eq!(result.status.code(), Some(0), "{}", stderr(&result));
+        for shard in ["0", "2"] {
+            let result = phase(&["project", "--index", shard], work);
+            assert_eq!(result.status.code(), Some(0), "{}", stderr(&result));
+        }
+        let result = run(fruitpipe()
+            .args(["project", "--work"])
+            .arg(work)
+            .env("JOB_COMPLETION_INDEX", "1"));
+        assert_eq!(result.status.code(), Some(0), "{}", stderr(&result));
+        let result = phase(&["assemble", "--output", output.to_str().unwrap()], work);
+        assert_eq!(result.status.code(), Some(0), "{}", stderr(&result));
     };
 
     // Reference: every shard once, without trouble.

@@ -290,10 +290,71 @@ fn fit_command(endpoint: &str, work: &str, output: &str) -> Command {
     command
 }
 
+fn project_command(endpoint: &str, work: &str, index: usize) -> Command {
+    let mut command = support::fruitpipe_for(endpoint);
+    command.args([
+        "project",
+        "--work",
+        &uri(work),
+        "--index",
+        &index.to_string(),
+    ]);
+    shared_flags(&mut command);
+    command
+}
+
+fn assemble_command(endpoint: &str, work: &str, output: &str) -> Command {
+    let mut command = support::fruitpipe_for(endpoint);
+    command.args(["assemble", "--work", &uri(work), "--output", &uri(output)]);
+    shared_flags(&mut command);
+    command
+}
+
+/// fit, project every shard, assemble: what follows the extracts, stopping at the first
+/// command that fails.
+fn fit_project_assemble(
+    endpoint: &str,
+    work: &str,
+    output: &str,
+    shards: usize,
+    started: Instant,
+) -> Outcome {
+    let fit = execute("fit", &mut fit_command(endpoint, work, output), started);
+    if fit.code != Some(0) {
+        return fit;
+    }
+    project_and_assemble(endpoint, work, output, 0..shards, started)
+}
+
+/// project the given shards, then assemble.
+fn project_and_assemble(
+    endpoint: &str,
+    work: &str,
+    output: &str,
+    shards: impl IntoIterator<Item = usize>,
+    started: Instant,
+) -> Outcome {
+    for index in shards {
+        let project = execute(
+            &format!("project {index}"),
+            &mut project_command(endpoint, work, index),
+            started,
+        );
+        if project.code != Some(0) {
+            return project;
+        }
+    }
+    execute(
+        "assemble",
+        &mut assemble_command(endpoint, work, output),
+        started,
+    )
+}
+
 /// How a command (or the first failing one of a pipeline) ended.
 #[derive(Clone, Debug)]
 struct Outcome {
-    /// Which command: "run", "plan", "extract 2", "fit".
+    /// Which command: "run", "plan", "extract 2", "fit", "project 1", "assemble".
     step: String,
     code: Option<i32>,
     /// The whole pipeline's time so far.
@@ -361,7 +422,7 @@ fn pipeline(endpoint: &str, mode: Mode, input: &str, output: &str) -> Outcome {
                     return extract;
                 }
             }
-            execute("fit", &mut fit_command(endpoint, &work, output), started)
+            fit_project_assemble(endpoint, &work, output, shards, started)
         }
     }
 }
@@ -972,6 +1033,14 @@ fn a_store_that_only_throttles_fails_fast_with_exit_1_then_a_rerun_is_identical(
             fit_command(&proxy.endpoint, work, "out/throttled"),
         ),
         (
+            "always 503: project 1",
+            project_command(&proxy.endpoint, work, 1),
+        ),
+        (
+            "always 503: assemble",
+            assemble_command(&proxy.endpoint, work, "out/phases-clean"),
+        ),
+        (
             "always 503: run",
             run_command(&proxy.endpoint, "in", "out/throttled"),
         ),
@@ -1092,9 +1161,13 @@ enum At {
     PartialUpload,
     /// fit's GET of `partials/00002.bin` (merging the statistics) arrives: it is held.
     Merge,
-    /// fit's GET of `features/00001.bin` (projecting) arrives: it is held.
+    /// fit's PUT of `pca_model.json` arrives: it is held.
+    ModelUpload,
+    /// project's GET of `features/00001.bin` arrives: it is held.
     Projection,
-    /// The PUT of `features_pca.csv` arrives: it is held.
+    /// project's PUT of `projected/00001.csv` arrives: it is held.
+    PartUpload,
+    /// The PUT of `features_pca.csv` (by `assemble`, or `run`) arrives: it is held.
     CsvUpload,
 }
 
@@ -1104,7 +1177,8 @@ const EXTRACT_POINTS: [At; 4] = [
     At::FeaturesUpload,
     At::PartialUpload,
 ];
-const FIT_POINTS: [At; 3] = [At::Merge, At::Projection, At::CsvUpload];
+const FIT_POINTS: [At; 2] = [At::Merge, At::ModelUpload];
+const PROJECT_POINTS: [At; 2] = [At::Projection, At::PartUpload];
 /// The shard whose extraction is killed.
 const KILLED_SHARD: usize = 1;
 
@@ -1116,7 +1190,9 @@ impl At {
             At::FeaturesUpload => "features upload",
             At::PartialUpload => "partial upload",
             At::Merge => "merge (partial download)",
+            At::ModelUpload => "pca_model.json upload",
             At::Projection => "projection (features download)",
+            At::PartUpload => "CSV part upload",
             At::CsvUpload => "features_pca.csv upload",
         }
     }
@@ -1134,7 +1210,9 @@ impl At {
             }
             At::PartialUpload => ("PUT", format!("/fruit/{work}/partials/{shard:05}.bin")),
             At::Merge => ("GET", format!("/fruit/{work}/partials/00002.bin")),
+            At::ModelUpload => ("PUT", format!("/fruit/{output}/pca_model.json")),
             At::Projection => ("GET", format!("/fruit/{work}/features/00001.bin")),
+            At::PartUpload => ("PUT", format!("/fruit/{work}/projected/00001.csv")),
             At::CsvUpload => ("PUT", format!("/fruit/{output}/features_pca.csv")),
         }
     }
@@ -1311,7 +1389,7 @@ fn run_killed_then_rerun_gives_identical_outputs() {
     {
         let output = format!("out/kill-run-{number}");
         let work = format!("{output}/_work/local");
-        let shard = if FIT_POINTS.iter().any(|point| point.name() == at.name()) {
+        let shard = if matches!(at, At::CsvUpload) {
             String::new()
         } else {
             format!("shard {KILLED_SHARD} ")
@@ -1362,14 +1440,14 @@ fn extract_killed_then_rerun_gives_identical_outputs() {
                 if extract.code != Some(0) {
                     return extract;
                 }
-                execute("fit", &mut fit_command(endpoint, &work, &output), started)
+                fit_project_assemble(endpoint, &work, &output, SHARDS, started)
             },
             &mut rows,
             &mut failures,
         );
     }
     print_table(
-        "SIGKILL of `extract --index 1`, then extract 1 and fit",
+        "SIGKILL of `extract --index 1`, then extract 1, fit, project and assemble",
         &rows,
     );
     assert_no_failures(&failures);
@@ -1394,18 +1472,85 @@ fn fit_killed_then_rerun_gives_identical_outputs() {
             at,
             (&work, &output),
             |endpoint| fit_command(endpoint, &work, &output),
+            |endpoint| fit_project_assemble(endpoint, &work, &output, SHARDS, Instant::now()),
+            &mut rows,
+            &mut failures,
+        );
+    }
+    print_table(
+        "SIGKILL of `fit`, then fit, project and assemble again",
+        &rows,
+    );
+    assert_no_failures(&failures);
+}
+
+/// A work area as a clean run left it up to its extracts, fitted for `output`, with every
+/// shard but `unprojected` projected.
+fn fitted_work(fx: &Fixture, work: &str, output: &str, unprojected: Option<usize>) {
+    copy_tree(
+        &fx.bucket.join(&fx.clean_work),
+        &fx.bucket.join(work),
+        &|path| !path.starts_with("projected/"),
+    );
+    let endpoint = &fx.server.endpoint;
+    let started = Instant::now();
+    let fit = execute("fit", &mut fit_command(endpoint, work, output), started);
+    assert_eq!(fit.code, Some(0), "fit: {}", fit.stderr);
+    for index in (0..SHARDS).filter(|shard| Some(*shard) != unprojected) {
+        let project = execute(
+            "project",
+            &mut project_command(endpoint, work, index),
+            started,
+        );
+        assert_eq!(project.code, Some(0), "project {index}: {}", project.stderr);
+    }
+}
+
+#[test]
+fn project_killed_then_rerun_gives_identical_outputs() {
+    let fx = fixture();
+    let mut rows = Vec::new();
+    let mut failures = Vec::new();
+    for (number, at) in PROJECT_POINTS.into_iter().enumerate() {
+        let output = format!("out/kill-project-{number}");
+        let work = format!("{output}/_work/run-1");
+        fitted_work(fx, &work, &output, Some(KILLED_SHARD));
+        kill_scenario(
+            fx,
+            format!("project {KILLED_SHARD} killed at {}", at.name()),
+            at,
+            (&work, &output),
+            |endpoint| project_command(endpoint, &work, KILLED_SHARD),
             |endpoint| {
-                execute(
-                    "fit",
-                    &mut fit_command(endpoint, &work, &output),
-                    Instant::now(),
-                )
+                project_and_assemble(endpoint, &work, &output, [KILLED_SHARD], Instant::now())
             },
             &mut rows,
             &mut failures,
         );
     }
-    print_table("SIGKILL of `fit`, then fit again", &rows);
+    let output = "out/kill-assemble";
+    let work = format!("{output}/_work/run-1");
+    fitted_work(fx, &work, output, None);
+    kill_scenario(
+        fx,
+        format!("assemble killed at {}", At::CsvUpload.name()),
+        At::CsvUpload,
+        (&work, output),
+        |endpoint| assemble_command(endpoint, &work, output),
+        |endpoint| {
+            execute(
+                "assemble",
+                &mut assemble_command(endpoint, &work, output),
+                Instant::now(),
+            )
+        },
+        &mut rows,
+        &mut failures,
+    );
+    print_table(
+        "SIGKILL of `project --index 1` or `assemble`, then the same again",
+        &rows,
+    );
     assert_no_failures(&failures);
 }
 

@@ -255,6 +255,13 @@ fn shards_of_an_earlier_plan_are_never_merged_into_a_new_one() {
         &model,
     );
     assert_eq!(fit.status.code(), Some(0), "{}", stderr(&fit));
+    for index in 0..images.div_ceil(12) {
+        let index = index.to_string();
+        let project = phase(&["project", "--work", work, "--index", &index], &model);
+        assert_eq!(project.status.code(), Some(0), "{}", stderr(&project));
+    }
+    let assemble = phase(&["assemble", "--work", work, "--output", out], &model);
+    assert_eq!(assemble.status.code(), Some(0), "{}", stderr(&assemble));
     let rows = read_csv(&Path::new(out).join("features_pca.csv"));
     assert_eq!(rows.len() - 1, images, "one row per photo, no duplicates");
     assert_eq!(column(&rows, 0).len(), images);

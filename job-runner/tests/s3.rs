@@ -256,6 +256,20 @@ fn every_phase() -> Vec<(&'static str, Vec<String>)> {
             ]),
         ),
         (
+            "project",
+            strings(&["project", "--work", "s3://fruit/work", "--index", "0"]),
+        ),
+        (
+            "assemble",
+            strings(&[
+                "assemble",
+                "--work",
+                "s3://fruit/work",
+                "--output",
+                "s3://fruit/out",
+            ]),
+        ),
+        (
             "run",
             strings(&[
                 "run",
@@ -482,6 +496,22 @@ fn a_photo_refused_for_its_own_reasons_is_skipped_and_the_run_goes_on() {
         "s3://fruit/out",
         "--components",
         "2",
+    ]);
+    for index in 0..plan["shards"].as_u64().unwrap() {
+        phase(&[
+            "project",
+            "--work",
+            "s3://fruit/work",
+            "--index",
+            &index.to_string(),
+        ]);
+    }
+    phase(&[
+        "assemble",
+        "--work",
+        "s3://fruit/work",
+        "--output",
+        "s3://fruit/out",
     ]);
     let errors = read_csv(&bucket.join("out/errors.csv"));
     let reasons: std::collections::BTreeMap<String, String> = errors[1..]

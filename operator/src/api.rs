@@ -86,12 +86,12 @@ pub struct FruitPipelineSpec {
     #[x_kube(validation = Rule::new("self == oldSelf").message("is immutable; create a new FruitPipeline to change it"))]
     pub shard_size: u32,
 
-    /// Extract pods running at once. May change while running.
+    /// Extract (and project) pods running at once. May change while running.
     #[serde(default = "default_parallelism")]
     #[schemars(range(min = 1, max = 1000))]
     pub parallelism: u32,
 
-    /// Retries per shard (and for plan and fit) before the pipeline fails.
+    /// Retries per shard (and for plan, fit and assemble) before the pipeline fails.
     #[serde(default = "default_retries")]
     #[schemars(range(min = 0, max = 20))]
     pub retries: u32,
@@ -255,17 +255,36 @@ pub enum Stage {
     Plan,
     Extract,
     Fit,
+    Project,
+    Assemble,
 }
 
 impl Stage {
-    pub const ALL: [Stage; 3] = [Stage::Plan, Stage::Extract, Stage::Fit];
+    pub const ALL: [Stage; 5] = [
+        Stage::Plan,
+        Stage::Extract,
+        Stage::Fit,
+        Stage::Project,
+        Stage::Assemble,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Stage::Plan => "plan",
             Stage::Extract => "extract",
             Stage::Fit => "fit",
+            Stage::Project => "project",
+            Stage::Assemble => "assemble",
         }
+    }
+
+    pub fn from_label(label: &str) -> Option<Stage> {
+        Stage::ALL.into_iter().find(|stage| stage.as_str() == label)
+    }
+
+    /// Indexed Jobs, one pod per shard.
+    pub fn is_per_shard(self) -> bool {
+        matches!(self, Stage::Extract | Stage::Project)
     }
 }
 
@@ -277,6 +296,8 @@ pub enum Phase {
     Planning,
     Extracting,
     Fitting,
+    Projecting,
+    Assembling,
     Succeeded,
     Failed,
     Suspended,
@@ -347,8 +368,13 @@ pub struct FruitPipelineStatus {
 #[serde(rename_all = "camelCase")]
 pub struct ShardCounts {
     pub total: u32,
+    /// Shards extracted.
     pub succeeded: u32,
+    /// Shards whose extract or project pod ran out of retries.
     pub failed: u32,
+    /// Shards projected (their part of features_pca.csv written).
+    #[serde(default)]
+    pub projected: u32,
 }
 
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq)]

@@ -4,7 +4,7 @@
 //! transition is testable without a cluster; `observe` and `apply` are the only parts that
 //! talk to the API server.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -69,30 +69,21 @@ impl Context {
 /// The run's Jobs, by stage (stages that status records as done are not read).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Observed {
-    pub plan: Option<JobState>,
-    pub extract: Option<JobState>,
-    pub fit: Option<JobState>,
+    jobs: BTreeMap<Stage, JobState>,
 }
 
 impl Observed {
     pub fn stage(&self, stage: Stage) -> Option<&JobState> {
-        match stage {
-            Stage::Plan => self.plan.as_ref(),
-            Stage::Extract => self.extract.as_ref(),
-            Stage::Fit => self.fit.as_ref(),
-        }
+        self.jobs.get(&stage)
     }
 
-    fn set(&mut self, stage: Stage, state: JobState) {
-        match stage {
-            Stage::Plan => self.plan = Some(state),
-            Stage::Extract => self.extract = Some(state),
-            Stage::Fit => self.fit = Some(state),
-        }
+    pub fn set(&mut self, stage: Stage, state: JobState) {
+        self.jobs.insert(stage, state);
     }
 }
 
-/// A change to a running Job: `suspend` for every stage, `parallelism` for extract.
+/// A change to a running Job: `suspend` for every stage, `parallelism` for the per-shard
+/// ones.
 #[derive(Clone, Debug, PartialEq)]
 pub struct JobUpdate {
     pub job: String,
@@ -153,6 +144,8 @@ fn running_phase(stage: Stage) -> Phase {
         Stage::Plan => Phase::Planning,
         Stage::Extract => Phase::Extracting,
         Stage::Fit => Phase::Fitting,
+        Stage::Project => Phase::Projecting,
+        Stage::Assemble => Phase::Assembling,
     }
 }
 
@@ -196,9 +189,16 @@ pub fn decide(pipeline: &FruitPipeline, observed: &Observed, now: &Time) -> Deci
             start_stage(&mut decision, &mut status, pipeline, stage, &run_id, now);
             return finish(decision, &old, status);
         };
-        if stage == Stage::Extract {
-            status.shards.succeeded = job.completed_indexes;
-            status.shards.failed = job.failed_indexes;
+        match stage {
+            Stage::Extract => {
+                status.shards.succeeded = job.completed_indexes;
+                status.shards.failed = job.failed_indexes;
+            }
+            Stage::Project => {
+                status.shards.projected = job.completed_indexes;
+                status.shards.failed = job.failed_indexes;
+            }
+            _ => {}
         }
         match &job.outcome {
             Outcome::Running => {
@@ -217,6 +217,9 @@ pub fn decide(pipeline: &FruitPipeline, observed: &Observed, now: &Time) -> Deci
                     return finish(decision, &old, status);
                 }
                 status.completed_stages.push(stage);
+                if status.phase == Phase::Succeeded {
+                    break;
+                }
             }
         }
     }
@@ -229,6 +232,8 @@ fn failed_reason(stage: Stage) -> &'static str {
         Stage::Plan => "PlanFailed",
         Stage::Extract => "ExtractFailed",
         Stage::Fit => "FitFailed",
+        Stage::Project => "ProjectFailed",
+        Stage::Assemble => "AssembleFailed",
     }
 }
 
@@ -250,7 +255,9 @@ fn start_stage(
     let progress = match stage {
         Stage::Plan => Some(("Planned", "Planning", "listing the input")),
         Stage::Extract => Some(("Extracted", "Extracting", "extracting features")),
-        Stage::Fit => None,
+        Stage::Fit => Some(("Fitted", "Fitting", "merging the shards' statistics")),
+        Stage::Project => Some(("Projected", "Projecting", "projecting the shards")),
+        Stage::Assemble => None,
     };
     if let Some((condition, reason, message)) = progress {
         set_condition(
@@ -281,8 +288,9 @@ fn follow_running_job(
     now: &Time,
 ) {
     let suspend = pipeline.spec.suspend;
-    let parallelism =
-        (stage == Stage::Extract).then(|| jobs::extract_parallelism(pipeline, status.shards.total));
+    let parallelism = stage
+        .is_per_shard()
+        .then(|| jobs::extract_parallelism(pipeline, status.shards.total));
     let parallelism_differs = parallelism.is_some() && job.parallelism != parallelism;
     if job.suspended != suspend || parallelism_differs {
         decision.update = Some(JobUpdate {
@@ -367,35 +375,80 @@ fn record_stage(
             );
         }
         Stage::Fit => {
-            status.phase = Phase::Succeeded;
             status.k = result.k;
             status.explained_variance = result.explained_variance;
-            status.outputs = result.outputs;
-            if let (Some(used), Some(skipped)) = (result.images, result.skipped) {
-                status.images = ImageCounts {
-                    processed: used,
-                    skipped,
-                };
+            // A runner from before the project stage wrote every output in fit.
+            if result.outputs.is_some() {
+                return record_success(status, &result, generation, now);
             }
-            status.completion_time = Some(now.clone());
             let message = format!(
-                "k = {} explaining {:.1}% of the variance; {} photos, {} skipped",
+                "k = {} explaining {:.1}% of the variance",
                 status.k.unwrap_or_default(),
                 100.0 * status.explained_variance.unwrap_or_default(),
-                status.images.processed,
-                status.images.skipped
             );
             set_condition(
                 &mut status.conditions,
-                "Succeeded",
+                "Fitted",
                 true,
-                "Succeeded",
+                "Fitted",
                 &message,
                 generation,
                 now,
             );
         }
+        Stage::Project => {
+            status.shards.projected = status.shards.total;
+            let rows: u64 = job.results.iter().filter_map(|result| result.rows).sum();
+            let message = format!("{rows} photos projected in {} shards", status.shards.total);
+            set_condition(
+                &mut status.conditions,
+                "Projected",
+                true,
+                "Projected",
+                &message,
+                generation,
+                now,
+            );
+        }
+        Stage::Assemble => return record_success(status, &result, generation, now),
     }
+    Ok(())
+}
+
+/// The run is done: what the last stage reported becomes the pipeline's result.
+fn record_success(
+    status: &mut FruitPipelineStatus,
+    result: &status::RunnerResult,
+    generation: Option<i64>,
+    now: &Time,
+) -> Result<(), String> {
+    status.phase = Phase::Succeeded;
+    status.k = result.k.or(status.k);
+    status.explained_variance = result.explained_variance.or(status.explained_variance);
+    status.outputs = result.outputs.clone();
+    if let (Some(used), Some(skipped)) = (result.images, result.skipped) {
+        status.images = ImageCounts {
+            processed: used,
+            skipped,
+        };
+    }
+    status.completion_time = Some(now.clone());
+    let message = format!(
+        "k = {} explaining {:.1}% of the variance; {} photos, {} skipped",
+        status.k.unwrap_or_default(),
+        100.0 * status.explained_variance.unwrap_or_default(),
+        status.images.processed,
+        status.images.skipped
+    );
+    set_condition(
+        &mut status.conditions,
+        "Succeeded",
+        true,
+        "Succeeded",
+        &message,
+        generation,
+        now,
+    );
     Ok(())
 }
 
@@ -714,11 +767,12 @@ pub async fn observe(
         if !is_owned_by(job, uid) {
             continue;
         }
-        let stage = match job.labels().get(LABEL_STAGE).map(String::as_str) {
-            Some("plan") => Stage::Plan,
-            Some("extract") => Stage::Extract,
-            Some("fit") => Stage::Fit,
-            _ => continue,
+        let Some(stage) = job
+            .labels()
+            .get(LABEL_STAGE)
+            .and_then(|label| Stage::from_label(label))
+        else {
+            continue;
         };
         if done.contains(&stage) {
             continue;

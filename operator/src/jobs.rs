@@ -46,7 +46,8 @@ pub const MAX_SHARDS: u32 = 100_000;
 /// Pod hostnames of an Indexed Job are `<job name>-<index>` and must be DNS-1123 labels
 /// (63 characters): the Job name leaves room for the longest index.
 const MAX_JOB_NAME: usize = 63 - "-99999".len();
-/// The longest stage suffix of a Job name.
+/// The longest stage suffix of an Indexed Job's name ("-project" is as long); the
+/// assemble Job is not Indexed, so its name only has to be a label value (63).
 const LONGEST_STAGE: usize = "-extract".len();
 /// Hex digits of the UID hash in a run id.
 const RUN_HASH_DIGITS: usize = 10;
@@ -77,7 +78,7 @@ pub fn s3_settings(spec: &S3Spec, defaults: &S3Spec) -> S3Spec {
 }
 
 /// What a Job needs beyond the resource: the run it belongs to, and the shard count
-/// (extract only).
+/// (extract and project only).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Run {
     pub id: String,
@@ -166,6 +167,10 @@ pub fn runner_args(pipeline: &FruitPipeline, run: &Run, stage: Stage) -> Vec<Str
             if let Some(threads) = spec.runner.threads {
                 args.extend(["--threads".into(), threads.to_string()]);
             }
+        }
+        Stage::Project => {}
+        Stage::Assemble => {
+            args.extend(["--output".into(), spec.output.clone()]);
         }
         Stage::Fit => {
             args.extend(["--output".into(), spec.output.clone()]);
@@ -372,7 +377,7 @@ pub fn render(pipeline: &FruitPipeline, run: &Run, stage: Stage, defaults: &Runn
         ..Default::default()
     };
     match stage {
-        Stage::Extract => {
+        Stage::Extract | Stage::Project => {
             let shards = run.shards.max(1) as i32;
             job_spec.completion_mode = Some("Indexed".into());
             job_spec.completions = Some(shards);
@@ -381,7 +386,7 @@ pub fn render(pipeline: &FruitPipeline, run: &Run, stage: Stage, defaults: &Runn
             // One shard out of retries dooms the result: stop at once.
             job_spec.max_failed_indexes = Some(0);
         }
-        Stage::Plan | Stage::Fit => {
+        Stage::Plan | Stage::Fit | Stage::Assemble => {
             job_spec.backoff_limit = Some(retries);
         }
     }
@@ -399,7 +404,7 @@ pub fn render(pipeline: &FruitPipeline, run: &Run, stage: Stage, defaults: &Runn
     }
 }
 
-/// Extract pods at once: what the spec asks, never more than there are shards.
+/// Extract (and project) pods at once: what the spec asks, never more than there are shards.
 pub fn extract_parallelism(pipeline: &FruitPipeline, shards: u32) -> i32 {
     pipeline.spec.parallelism.min(shards.max(1)) as i32
 }

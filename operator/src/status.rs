@@ -20,6 +20,8 @@ pub struct RunnerResult {
     pub images: Option<u64>,
     pub used: Option<u64>,
     pub skipped: Option<u64>,
+    /// Rows a project pod wrote.
+    pub rows: Option<u64>,
     pub k: Option<u32>,
     pub explained_variance: Option<f64>,
     pub outputs: Option<Outputs>,

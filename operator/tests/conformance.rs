@@ -62,7 +62,7 @@ fn assert_refused(case: &str, violations: &[Violation], field: &str, rule: &str)
 
 #[test]
 fn the_jobs_the_operator_renders_pass() {
-    for stage in [Stage::Plan, Stage::Extract, Stage::Fit] {
+    for stage in Stage::ALL {
         let job = rendered(stage);
         let violations = check_job(&job);
         assert!(
@@ -97,7 +97,7 @@ fn rendered_jobs_pass_with_every_runner_option_set() {
         id: pipeline_run_id(&pipeline),
         shards: 7,
     };
-    for stage in [Stage::Plan, Stage::Extract, Stage::Fit] {
+    for stage in Stage::ALL {
         let job = render(&pipeline, &run, stage, &defaults());
         let violations = check_job(&job);
         assert!(

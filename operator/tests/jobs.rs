@@ -38,7 +38,7 @@ fn check_snapshot(stage: Stage, job: &Job) {
 #[test]
 fn rendered_jobs_match_their_snapshots() {
     let pipeline = pipeline(example_spec());
-    for stage in [Stage::Plan, Stage::Extract, Stage::Fit] {
+    for stage in Stage::ALL {
         check_snapshot(stage, &render(&pipeline, &run(), stage, &defaults()));
     }
 }
@@ -107,7 +107,7 @@ fn extract_is_an_indexed_job_with_per_index_retries_and_a_failure_policy() {
 #[test]
 fn pods_are_locked_down_and_credentials_stay_in_the_secret() {
     let pipeline = pipeline(example_spec());
-    for stage in [Stage::Plan, Stage::Extract, Stage::Fit] {
+    for stage in Stage::ALL {
         let job = render(&pipeline, &run(), stage, &defaults());
         let owner = &job.metadata.owner_references.as_ref().unwrap()[0];
         assert_eq!((owner.uid.as_str(), owner.controller), (UID, Some(true)));
@@ -198,6 +198,16 @@ fn stage_arguments_carry_the_spec() {
         args(Stage::Fit),
         format!(
             "fit {work} --output s3://fruits/pca/fruits-360 --variance 0.95 --summary-file /dev/termination-log"
+        )
+    );
+    assert_eq!(
+        args(Stage::Project),
+        format!("project {work} --summary-file /dev/termination-log")
+    );
+    assert_eq!(
+        args(Stage::Assemble),
+        format!(
+            "assemble {work} --output s3://fruits/pca/fruits-360 --summary-file /dev/termination-log"
         )
     );
 }

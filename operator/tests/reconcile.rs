@@ -487,7 +487,7 @@ async fn an_extract_index_out_of_retries_fails_the_pipeline_and_names_the_shard(
         assert_eq!(status["phase"], "Failed");
         assert_eq!(
             status["shards"],
-            json!({ "total": 3, "succeeded": 2, "failed": 1 })
+            json!({ "total": 3, "succeeded": 2, "failed": 1, "projected": 0 })
         );
         let failed = condition(&status, "Failed");
         assert_eq!(failed["reason"], "ExtractFailed");

@@ -54,7 +54,7 @@ fn every_name_length_the_crd_accepts_gives_jobs_the_api_server_accepts() {
             let jobs = jobs_for(&pipeline, shards, &defaults()).unwrap_or_else(|err| {
                 panic!("name of {length} characters, {shards} shards: {err}")
             });
-            assert_eq!(jobs.len(), 3);
+            assert_eq!(jobs.len(), 5);
             for job in &jobs {
                 let violations = conformance::check_job(job);
                 assert!(violations.is_empty(), "{name}: {violations:?}");
@@ -80,7 +80,7 @@ fn the_jobs_of_the_example_match_their_snapshot() {
         "render's output changed; if intended, run with UPDATE_SNAPSHOTS=1 and commit {path}\n{rendered}"
     );
     let documents: Vec<&str> = rendered.split("\n---\n").skip(1).collect();
-    assert_eq!(documents.len(), 3);
+    assert_eq!(documents.len(), 5);
     for document in documents {
         let job: Job = serde_saphyr::from_str(document).unwrap();
         assert!(conformance::check_job(&job).is_empty());
@@ -157,7 +157,7 @@ fn the_render_command_reads_stdin_and_takes_installation_defaults_from_the_envir
     let text = String::from_utf8(output.stdout).unwrap();
     assert_eq!(
         text.matches("\n---\n").count() + usize::from(text.starts_with("---\n")),
-        3
+        5
     );
     assert!(text.contains("image: registry.example/fruitpipe:9.9"));
     assert!(text.contains("completions: 4"));

@@ -13,7 +13,7 @@ mod support;
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 
-use fruitpipe_operator::api::{FruitPipeline, Phase};
+use fruitpipe_operator::api::{FruitPipeline, Phase, Stage};
 use s3_server::{ACCESS_KEY, S3Server, SECRET_KEY};
 use serde_json::json;
 use support::cluster::{Cluster, Fault};
@@ -83,7 +83,14 @@ async fn happy_path_ends_succeeded_with_the_right_csv() {
     let pipeline = cluster.run_to_completion().await;
     let status = pipeline.status.unwrap();
     assert_eq!(status.phase, Phase::Succeeded, "{:?}", status.conditions);
-    assert_eq!((status.shards.total, status.shards.succeeded), (4, 4));
+    assert_eq!(
+        (
+            status.shards.total,
+            status.shards.succeeded,
+            status.shards.projected
+        ),
+        (4, 4, 4)
+    );
     assert_eq!((status.images.processed, status.images.skipped), (30, 0));
     assert_eq!(status.k, Some(5));
     assert_eq!(
@@ -102,8 +109,89 @@ async fn happy_path_ends_succeeded_with_the_right_csv() {
     }
     assert_eq!(
         cluster.event_reasons(),
-        ["Planning", "Extracting", "Fitting", "Succeeded"]
+        [
+            "Planning",
+            "Extracting",
+            "Fitting",
+            "Projecting",
+            "Assembling",
+            "Succeeded"
+        ]
     );
+    let fitted = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Fitted")
+        .unwrap();
+    assert!(
+        fitted.message.starts_with("k = 5 explaining "),
+        "{}",
+        fitted.message
+    );
+    let projected = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Projected")
+        .unwrap();
+    assert_eq!(projected.message, "30 photos projected in 4 shards");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_project_index_that_fails_once_is_retried_and_the_csv_is_the_same() {
+    let root = tempfile::tempdir().unwrap();
+    let server = s3_with_photos(root.path());
+    let expected = clean_csv(&server, &pipeline_for(&server, features())).await;
+    let mut troubled = new_cluster(&pipeline_for(&server, features()));
+    troubled
+        .faults
+        .insert(("project".into(), 2, 1), Fault::Crash);
+    let status = troubled.run_to_completion().await.status.unwrap();
+    assert_eq!(status.phase, Phase::Succeeded, "{:?}", status.conditions);
+    assert_eq!(
+        troubled.attempts[&("project".to_string(), 2)],
+        2,
+        "project index 2 was not retried"
+    );
+    assert_eq!(troubled.attempts[&("fit".to_string(), 0)], 1);
+    assert_eq!(status.shards.projected, 4);
+    assert!(
+        csv_rows(&server) == expected,
+        "a retried project index changed the CSV"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_restart_between_fit_and_project_does_not_fit_again() {
+    let root = tempfile::tempdir().unwrap();
+    let server = s3_with_photos(root.path());
+    let expected = clean_csv(&server, &pipeline_for(&server, features())).await;
+    let mut cluster = new_cluster(&pipeline_for(&server, features()));
+    let operator = cluster.operator();
+    for _ in 0..50 {
+        let pipeline = cluster.reconcile(&operator).await;
+        let status = pipeline.status.unwrap();
+        if status.completed_stages.contains(&Stage::Fit) {
+            assert_eq!(status.phase, Phase::Projecting);
+            break;
+        }
+        tokio::task::block_in_place(|| cluster.step());
+    }
+    assert!(cluster.job("project").is_some(), "the project Job exists");
+    // The operator goes away; meanwhile someone cleans up the finished fit Job.
+    drop(operator);
+    cluster.delete_job("fit", false);
+    let status = cluster.run_to_completion().await.status.unwrap();
+    assert_eq!(status.phase, Phase::Succeeded, "{:?}", status.conditions);
+    assert_eq!(
+        cluster.attempts[&("fit".to_string(), 0)],
+        1,
+        "fit ran again"
+    );
+    assert!(
+        cluster.job("fit").is_none(),
+        "the fit Job was created again"
+    );
+    assert_eq!(csv_rows(&server), expected);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -364,7 +452,7 @@ async fn a_recreated_pipeline_never_shares_jobs_or_work_with_the_old_one() {
     new.reconcile(&operator).await; // new extract created: no 409, no adoption
     let new_name = fruitpipe_operator::jobs::job_name(
         &fruitpipe_operator::jobs::pipeline_run_id(&new_pipeline),
-        fruitpipe_operator::api::Stage::Extract,
+        Stage::Extract,
     );
     let new_extract = new.objects.lock().unwrap().jobs[&new_name].clone();
     assert_ne!(
@@ -506,7 +594,11 @@ async fn an_operator_restart_between_every_pair_of_stages_changes_nothing() {
     assert_eq!(status.phase, Phase::Succeeded, "{:?}", status.conditions);
     assert_eq!(cluster.attempts[&("plan".to_string(), 0)], 1);
     assert_eq!(cluster.attempts[&("fit".to_string(), 0)], 1);
-    assert_eq!(cluster.objects.lock().unwrap().jobs.len(), 3);
+    assert_eq!(cluster.attempts[&("assemble".to_string(), 0)], 1);
+    for index in 0..4 {
+        assert_eq!(cluster.attempts[&("project".to_string(), index)], 1);
+    }
+    assert_eq!(cluster.objects.lock().unwrap().jobs.len(), 5);
     assert_eq!(csv_rows(&server), expected);
 }
 
@@ -515,7 +607,13 @@ async fn suspend_holds_every_stage_and_resume_finishes_the_run() {
     let root = tempfile::tempdir().unwrap();
     let server = s3_with_photos(root.path());
     let expected = clean_csv(&server, &pipeline_for(&server, features())).await;
-    for (stage, waves_before) in [("plan", 0), ("extract", 1), ("fit", 3)] {
+    for (stage, waves_before) in [
+        ("plan", 0),
+        ("extract", 1),
+        ("fit", 3),
+        ("project", 4),
+        ("assemble", 6),
+    ] {
         let mut cluster = new_cluster(&pipeline_for(&server, features()));
         let operator = cluster.operator();
         cluster.reconcile(&operator).await;
@@ -580,11 +678,13 @@ async fn a_2000_shard_run_reads_each_pod_at_most_once() {
         pods,
         traffic.by_call
     );
-    assert_eq!(pods, u64::from(shards) + 2);
+    assert_eq!(pods, 2 * u64::from(shards) + 3);
     assert!(
         traffic.pods <= pods,
         "pods read more than once: {} for {pods}",
         traffic.pods
     );
-    assert!(traffic.calls < 150, "{} calls", traffic.calls);
+    // About two calls per wave of each Indexed Job (extract, then project), whatever the
+    // number of pods.
+    assert!(traffic.calls < 250, "{} calls", traffic.calls);
 }

@@ -3,6 +3,7 @@
 //! Every write is whole or nothing: local files are written under a hidden temporary name,
 //! made durable and renamed; S3 objects are one PUT or one completed multipart upload.
 
+pub mod compose;
 mod local;
 mod s3;
 mod s3_errors;
@@ -19,6 +20,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::error::{Error, Result};
 use crate::imaging;
 use crate::work::Skipped;
+use compose::{ComposeLimits, Piece, Slice};
 
 pub use s3::{DEFAULT_S3_ATTEMPT_TIMEOUT, Storage};
 
@@ -267,6 +269,169 @@ impl Storage {
             Location::Local(path) => local::remove(path),
             Location::S3 { bucket, key } => self.delete_s3(bucket, key).await,
         }
+    }
+}
+
+/// How [`Storage::compose`] made an object.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Composed {
+    /// Parts of the final upload (0 when the object was written in one piece).
+    pub parts: usize,
+    /// Bytes the S3 server copied from the sources itself.
+    pub copied_bytes: u64,
+    /// Bytes that passed through this process.
+    pub sent_bytes: u64,
+    /// Intermediate objects made because there were more parts than one upload holds.
+    pub intermediates: usize,
+}
+
+impl Composed {
+    fn add(&mut self, other: Composed) {
+        self.parts = other.parts;
+        self.copied_bytes += other.copied_bytes;
+        self.sent_bytes += other.sent_bytes;
+        self.intermediates += other.intermediates;
+    }
+}
+
+impl Storage {
+    /// Writes at `target` the concatenation of `sources` (each with its size in bytes),
+    /// whole or not at all. When everything is in S3 the server copies the sources
+    /// (`UploadPartCopy`), and only sources under S3's minimum part size pass through
+    /// this process, at most one part at a time; with more parts than one upload may hold,
+    /// intermediate objects go under `scratch` and are deleted afterwards. Elsewhere the
+    /// sources are streamed through, one at a time.
+    pub async fn compose(
+        &self,
+        target: &Location,
+        sources: &[(Location, u64)],
+        scratch: &Location,
+        limits: ComposeLimits,
+    ) -> Result<Composed> {
+        let all_s3 = target.is_s3() && sources.iter().all(|(source, _)| source.is_s3());
+        if !all_s3 {
+            return self.concatenate(target, sources).await;
+        }
+        let sizes: Vec<u64> = sources.iter().map(|(_, size)| *size).collect();
+        let pieces = compose::plan_pieces(&sizes, limits);
+        if pieces.len() <= limits.max_parts {
+            return self.compose_pieces(target, sources, &pieces).await;
+        }
+        let mut report = Composed::default();
+        let mut intermediates = Vec::new();
+        for (i, group) in compose::group_pieces(pieces, limits.max_parts)
+            .into_iter()
+            .enumerate()
+        {
+            let at = scratch.join(&format!("{i:05}.part"));
+            let size = group.iter().map(Piece::len).sum();
+            report.add(self.compose_pieces(&at, sources, &group).await?);
+            intermediates.push((at, size));
+        }
+        report.intermediates += intermediates.len();
+        let next = scratch.join("next");
+        let rest = Box::pin(self.compose(target, &intermediates, &next, limits)).await?;
+        report.add(rest);
+        for (at, _) in &intermediates {
+            self.delete(at).await?;
+        }
+        Ok(report)
+    }
+
+    /// One object from pieces planned by [`compose::plan_pieces`]: a PUT when it is one
+    /// uploaded piece, else a multipart upload.
+    async fn compose_pieces(
+        &self,
+        target: &Location,
+        sources: &[(Location, u64)],
+        pieces: &[Piece],
+    ) -> Result<Composed> {
+        let (bucket, key) = s3_parts(target);
+        let mut report = Composed::default();
+        if let [] | [Piece::Upload(_)] = pieces {
+            let data = match pieces.first() {
+                Some(Piece::Upload(slices)) => self.read_slices(sources, slices).await?,
+                _ => Bytes::new(),
+            };
+            report.sent_bytes = data.len() as u64;
+            self.put_s3(bucket, key, data).await?;
+            return Ok(report);
+        }
+        let mut parts = self.start_parts(bucket, key).await?;
+        for piece in pieces {
+            let sent = match piece {
+                Piece::Copy(slice) => {
+                    let (source_bucket, source_key) = s3_parts(&sources[slice.source].0);
+                    report.copied_bytes += slice.len();
+                    parts
+                        .copy(source_bucket, source_key, slice.start, slice.end)
+                        .await
+                }
+                Piece::Upload(slices) => match self.read_slices(sources, slices).await {
+                    Ok(data) => {
+                        report.sent_bytes += data.len() as u64;
+                        parts.upload(data).await
+                    }
+                    Err(err) => Err(err),
+                },
+            };
+            if let Err(err) = sent {
+                parts.abort().await;
+                return Err(err);
+            }
+        }
+        parts.complete().await?;
+        report.parts = pieces.len();
+        Ok(report)
+    }
+
+    async fn read_slices(&self, sources: &[(Location, u64)], slices: &[Slice]) -> Result<Bytes> {
+        let mut data = Vec::with_capacity(slices.iter().map(Slice::len).sum::<u64>() as usize);
+        for slice in slices {
+            let (source, size) = &sources[slice.source];
+            let (bucket, key) = s3_parts(source);
+            let bytes = if slice.start == 0 && slice.end == *size {
+                self.get_s3(bucket, key).await?
+            } else {
+                self.get_s3_range(bucket, key, slice.start, slice.end)
+                    .await?
+            };
+            if bytes.len() as u64 != slice.len() {
+                return Err(Error::Work(format!(
+                    "{source} has {} bytes where {} were expected from {}; it changed during the assembly: run the phase that writes it again",
+                    bytes.len(),
+                    slice.len(),
+                    slice.start
+                )));
+            }
+            data.extend_from_slice(&bytes);
+        }
+        Ok(Bytes::from(data))
+    }
+
+    /// The sources streamed one after the other into one object.
+    async fn concatenate(
+        &self,
+        target: &Location,
+        sources: &[(Location, u64)],
+    ) -> Result<Composed> {
+        let mut writer = self.writer(target).await?;
+        let mut report = Composed::default();
+        for (source, _) in sources {
+            let bytes = self.get(source).await?;
+            report.sent_bytes += bytes.len() as u64;
+            writer.write(&bytes).await?;
+        }
+        writer.finish().await?;
+        Ok(report)
+    }
+}
+
+/// The bucket and key of a location known to be in S3.
+fn s3_parts(location: &Location) -> (&str, &str) {
+    match location {
+        Location::S3 { bucket, key } => (bucket, key),
+        Location::Local(path) => unreachable!("{} is not in S3", path.display()),
     }
 }
 

@@ -204,7 +204,18 @@ impl Storage {
 
     /// Downloads an object whole.
     pub(super) async fn get_s3(&self, bucket: &str, key: &str) -> Result<Bytes> {
-        self.download(bucket, key, None).await
+        self.download(bucket, key, None, None).await
+    }
+
+    /// Downloads bytes `start..end` of an object.
+    pub(super) async fn get_s3_range(
+        &self,
+        bucket: &str,
+        key: &str,
+        start: u64,
+        end: u64,
+    ) -> Result<Bytes> {
+        self.download(bucket, key, None, Some((start, end))).await
     }
 
     /// Downloads a photo: its size is checked and reserved in `budget`, and its first bytes
@@ -218,7 +229,7 @@ impl Storage {
     ) -> Result<Photo> {
         let mut reserved = None;
         let bytes = self
-            .download(bucket, key, Some((max_bytes, budget, &mut reserved)))
+            .download(bucket, key, Some((max_bytes, budget, &mut reserved)), None)
             .await?;
         Ok(Photo {
             bytes,
@@ -233,6 +244,7 @@ impl Storage {
         bucket: &str,
         key: &str,
         mut photo: Option<(u64, &ByteBudget, &mut Option<OwnedSemaphorePermit>)>,
+        range: Option<(u64, u64)>,
     ) -> Result<Bytes> {
         let uri = format!("s3://{bucket}/{key}");
         let client = self.client(bucket).await?;
@@ -243,6 +255,7 @@ impl Storage {
                 .get_object()
                 .bucket(bucket)
                 .key(key)
+                .set_range(range.map(|(start, end)| format!("bytes={start}-{}", end - 1)))
                 .customize()
                 .interceptor(attempts.clone())
                 .send()
@@ -362,13 +375,7 @@ pub(super) struct Upload<'a> {
     bucket: String,
     key: String,
     buffer: Vec<u8>,
-    multipart: Option<Multipart>,
-}
-
-struct Multipart {
-    client: Client,
-    id: String,
-    parts: Vec<CompletedPart>,
+    parts: Option<Parts<'a>>,
 }
 
 impl<'a> Upload<'a> {
@@ -378,12 +385,8 @@ impl<'a> Upload<'a> {
             bucket: bucket.to_string(),
             key: key.to_string(),
             buffer: Vec::new(),
-            multipart: None,
+            parts: None,
         }
-    }
-
-    fn uri(&self) -> String {
-        format!("s3://{}/{}", self.bucket, self.key)
     }
 
     pub(super) async fn write(&mut self, data: &[u8]) -> Result<()> {
@@ -400,102 +403,193 @@ impl<'a> Upload<'a> {
     }
 
     pub(super) async fn finish(mut self) -> Result<()> {
-        if self.multipart.is_none() {
+        if self.parts.is_none() {
             let data = Bytes::from(std::mem::take(&mut self.buffer));
             return self.storage.put_s3(&self.bucket, &self.key, data).await;
         }
-        let result = self.complete().await;
-        if result.is_err() {
-            self.abort().await;
+        if !self.buffer.is_empty() {
+            let last = std::mem::take(&mut self.buffer);
+            if let Err(err) = self.send_part(last).await {
+                self.abort().await;
+                return Err(err);
+            }
         }
-        result
+        let parts = self.parts.take().expect("multipart upload started");
+        parts.complete().await
     }
 
     async fn send_part(&mut self, part: Vec<u8>) -> Result<()> {
-        let uri = self.uri();
-        if self.multipart.is_none() {
-            let client = self.storage.client(&self.bucket).await?;
-            let attempts = Attempts::default();
-            let sent = client
-                .create_multipart_upload()
-                .bucket(&self.bucket)
-                .key(&self.key)
-                .customize()
-                .interceptor(attempts.clone())
-                .send()
-                .await;
-            let created = self.storage.answered(sent, &attempts, &uri, "upload")?;
-            self.multipart = Some(Multipart {
-                client,
-                id: created.upload_id().unwrap_or_default().to_string(),
-                parts: Vec::new(),
-            });
+        if self.parts.is_none() {
+            self.parts = Some(self.storage.start_parts(&self.bucket, &self.key).await?);
         }
-        let multipart = self.multipart.as_mut().expect("multipart upload started");
-        let number = multipart.parts.len() as i32 + 1;
+        let parts = self.parts.as_mut().expect("multipart upload started");
+        parts.upload(Bytes::from(part)).await
+    }
+
+    async fn abort(&mut self) {
+        if let Some(parts) = self.parts.take() {
+            parts.abort().await;
+        }
+    }
+}
+
+/// A multipart upload under way: parts uploaded from here or copied by the server from
+/// other objects, published whole by [`Parts::complete`].
+pub(super) struct Parts<'a> {
+    storage: &'a Storage,
+    client: Client,
+    bucket: String,
+    key: String,
+    id: String,
+    done: Vec<CompletedPart>,
+}
+
+impl Storage {
+    pub(super) async fn start_parts<'a>(&'a self, bucket: &str, key: &str) -> Result<Parts<'a>> {
+        let uri = format!("s3://{bucket}/{key}");
+        let client = self.client(bucket).await?;
         let attempts = Attempts::default();
-        let sent = multipart
-            .client
-            .upload_part()
-            .bucket(&self.bucket)
-            .key(&self.key)
-            .upload_id(&multipart.id)
-            .part_number(number)
-            .body(ByteStream::from(part))
+        let sent = client
+            .create_multipart_upload()
+            .bucket(bucket)
+            .key(key)
             .customize()
             .interceptor(attempts.clone())
             .send()
             .await;
-        let answer = self.storage.answered(sent, &attempts, &uri, "upload")?;
-        multipart.parts.push(
-            CompletedPart::builder()
-                .part_number(number)
-                .set_e_tag(answer.e_tag().map(str::to_string))
-                .build(),
-        );
+        let created = self.answered(sent, &attempts, &uri, "upload")?;
+        Ok(Parts {
+            storage: self,
+            client,
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            id: created.upload_id().unwrap_or_default().to_string(),
+            done: Vec::new(),
+        })
+    }
+}
+
+impl Parts<'_> {
+    fn uri(&self) -> String {
+        format!("s3://{}/{}", self.bucket, self.key)
+    }
+
+    fn next_number(&self) -> i32 {
+        self.done.len() as i32 + 1
+    }
+
+    pub(super) async fn upload(&mut self, data: Bytes) -> Result<()> {
+        let number = self.next_number();
+        let attempts = Attempts::default();
+        let sent = self
+            .client
+            .upload_part()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .upload_id(&self.id)
+            .part_number(number)
+            .body(ByteStream::from(data))
+            .customize()
+            .interceptor(attempts.clone())
+            .send()
+            .await;
+        let answer = self
+            .storage
+            .answered(sent, &attempts, &self.uri(), "upload")?;
+        self.push(number, answer.e_tag());
         Ok(())
     }
 
-    async fn complete(&mut self) -> Result<()> {
-        if !self.buffer.is_empty() {
-            let last = std::mem::take(&mut self.buffer);
-            self.send_part(last).await?;
-        }
-        let uri = self.uri();
-        let multipart = self.multipart.as_mut().expect("multipart upload started");
+    /// Bytes `start..end` of `s3://bucket/key`, copied by the server (`UploadPartCopy`).
+    pub(super) async fn copy(
+        &mut self,
+        bucket: &str,
+        key: &str,
+        start: u64,
+        end: u64,
+    ) -> Result<()> {
+        let number = self.next_number();
+        let source = format!("s3://{bucket}/{key}");
         let attempts = Attempts::default();
-        let sent = multipart
+        let sent = self
+            .client
+            .upload_part_copy()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .upload_id(&self.id)
+            .part_number(number)
+            .copy_source(copy_source(bucket, key))
+            .copy_source_range(format!("bytes={start}-{}", end - 1))
+            .customize()
+            .interceptor(attempts.clone())
+            .send()
+            .await;
+        let answer = self
+            .storage
+            .answered(sent, &attempts, &source, "server-side copy")?;
+        let e_tag = answer.copy_part_result().and_then(|result| result.e_tag());
+        self.push(number, e_tag);
+        Ok(())
+    }
+
+    fn push(&mut self, number: i32, e_tag: Option<&str>) {
+        self.done.push(
+            CompletedPart::builder()
+                .part_number(number)
+                .set_e_tag(e_tag.map(str::to_string))
+                .build(),
+        );
+    }
+
+    pub(super) async fn complete(mut self) -> Result<()> {
+        let attempts = Attempts::default();
+        let sent = self
             .client
             .complete_multipart_upload()
             .bucket(&self.bucket)
             .key(&self.key)
-            .upload_id(&multipart.id)
+            .upload_id(&self.id)
             .multipart_upload(
                 CompletedMultipartUpload::builder()
-                    .set_parts(Some(std::mem::take(&mut multipart.parts)))
+                    .set_parts(Some(std::mem::take(&mut self.done)))
                     .build(),
             )
             .customize()
             .interceptor(attempts.clone())
             .send()
             .await;
-        self.storage.answered(sent, &attempts, &uri, "upload")?;
+        let uri = self.uri();
+        if let Err(err) = self.storage.answered(sent, &attempts, &uri, "upload") {
+            self.abort().await;
+            return Err(err);
+        }
         Ok(())
     }
 
     /// Best effort: an abandoned upload is invisible to readers but costs storage.
-    async fn abort(&mut self) {
-        if let Some(multipart) = self.multipart.take() {
-            let _ = multipart
-                .client
-                .abort_multipart_upload()
-                .bucket(&self.bucket)
-                .key(&self.key)
-                .upload_id(&multipart.id)
-                .send()
-                .await;
+    pub(super) async fn abort(self) {
+        let _ = self
+            .client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .upload_id(&self.id)
+            .send()
+            .await;
+    }
+}
+
+/// `x-amz-copy-source`: `bucket/key`, URL-encoded except for the slashes.
+fn copy_source(bucket: &str, key: &str) -> String {
+    let mut encoded = format!("{bucket}/");
+    for byte in key.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-_.~/".contains(&byte) {
+            encoded.push(byte as char);
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
         }
     }
+    encoded
 }
 
 impl Storage {
@@ -666,6 +760,15 @@ impl ClassifyRetry for RetryTooManyRequests {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn copy_sources_are_url_encoded() {
+        assert_eq!(
+            copy_source("b", "out/_work/r 1/projected/00000.csv"),
+            "b/out/_work/r%201/projected/00000.csv"
+        );
+        assert_eq!(copy_source("b", "Pomme\u{e9}+x"), "b/Pomme%C3%A9%2Bx");
+    }
 
     #[test]
     fn origins_drop_path_and_query() {

@@ -217,6 +217,46 @@ fn reduce_mean_onnx(axis: u64, keep: bool, input: &[i64], output: &[i64]) -> Vec
     one_node_onnx("ReduceMean", &[axes, keepdims], input, output)
 }
 
+/// A small real feature model: `y = Flatten(x) . W`, from `[N, 3, size, size]` images to
+/// `[N, dim]` features, with fixed pseudo-random weights. Fast enough for thousands of
+/// shards, and its features vary with the photo (unlike a pooled identity).
+pub fn linear_onnx(size: i64, dim: usize) -> Vec<u8> {
+    use onnx::{field, int};
+    let inputs = 3 * (size * size) as usize;
+    let mut weights = Vec::with_capacity(4 * inputs * dim);
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    for _ in 0..inputs * dim {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        let value = ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) / inputs as f32;
+        weights.extend_from_slice(&value.to_le_bytes());
+    }
+    let mut initializer = Vec::new();
+    int(1, inputs as u64, &mut initializer); // dims
+    int(1, dim as u64, &mut initializer);
+    int(2, 1, &mut initializer); // data_type FLOAT
+    field(8, b"w", &mut initializer); // name
+    field(9, &weights, &mut initializer); // raw_data
+    let node = |op: &str, ins: &[&str], out: &str| {
+        let mut node = Vec::new();
+        for name in ins {
+            field(1, name.as_bytes(), &mut node);
+        }
+        field(2, out.as_bytes(), &mut node);
+        field(4, op.as_bytes(), &mut node);
+        node
+    };
+    let mut graph = Vec::new();
+    field(1, &node("Flatten", &["x"], "flat"), &mut graph);
+    field(1, &node("MatMul", &["flat", "w"], "y"), &mut graph);
+    field(2, b"linear", &mut graph);
+    field(5, &initializer, &mut graph);
+    field(11, &value_info("x", &[-1, 3, size, size]), &mut graph);
+    field(12, &value_info("y", &[-1, dim as i64]), &mut graph);
+    model_of(&graph)
+}
+
 /// Protocol-buffer encoding, just enough for [`one_node_onnx`].
 mod onnx {
     pub fn varint(mut value: u64, out: &mut Vec<u8>) {
@@ -237,30 +277,45 @@ mod onnx {
     }
 }
 
+/// The `ValueInfoProto` of a float32 tensor of this shape (`-1` = dynamic, named `N`).
+fn value_info(name: &str, shape: &[i64]) -> Vec<u8> {
+    use onnx::{field, int};
+    let mut dims = Vec::new();
+    for &size in shape {
+        let mut dim = Vec::new();
+        if size < 0 {
+            field(2, b"N", &mut dim);
+        } else {
+            int(1, size as u64, &mut dim);
+        }
+        field(1, &dim, &mut dims);
+    }
+    let mut tensor = Vec::new();
+    int(1, 1, &mut tensor); // elem_type FLOAT
+    field(2, &dims, &mut tensor);
+    let mut kind = Vec::new();
+    field(1, &tensor, &mut kind);
+    let mut info = Vec::new();
+    field(1, name.as_bytes(), &mut info);
+    field(2, &kind, &mut info);
+    info
+}
+
+/// A `ModelProto` around an encoded graph (IR 8, opset 13).
+fn model_of(graph: &[u8]) -> Vec<u8> {
+    use onnx::{field, int};
+    let mut opset = Vec::new();
+    int(2, 13, &mut opset);
+    let mut model = Vec::new();
+    int(1, 8, &mut model); // ir_version
+    field(7, graph, &mut model);
+    field(8, &opset, &mut model);
+    model
+}
+
 /// An ONNX model of one float32 node `y = op(x)` with encoded `attributes`.
 fn one_node_onnx(op: &str, attributes: &[Vec<u8>], input: &[i64], output: &[i64]) -> Vec<u8> {
-    use onnx::{field, int};
-    let value_info = |name: &str, shape: &[i64]| {
-        let mut dims = Vec::new();
-        for &size in shape {
-            let mut dim = Vec::new();
-            if size < 0 {
-                field(2, b"N", &mut dim);
-            } else {
-                int(1, size as u64, &mut dim);
-            }
-            field(1, &dim, &mut dims);
-        }
-        let mut tensor = Vec::new();
-        int(1, 1, &mut tensor); // elem_type FLOAT
-        field(2, &dims, &mut tensor);
-        let mut kind = Vec::new();
-        field(1, &tensor, &mut kind);
-        let mut info = Vec::new();
-        field(1, name.as_bytes(), &mut info);
-        field(2, &kind, &mut info);
-        info
-    };
+    use onnx::field;
     let mut node = Vec::new();
     field(1, b"x", &mut node);
     field(2, b"y", &mut node);
@@ -273,11 +328,5 @@ fn one_node_onnx(op: &str, attributes: &[Vec<u8>], input: &[i64], output: &[i64]
     field(2, b"one-node", &mut graph);
     field(11, &value_info("x", input), &mut graph);
     field(12, &value_info("y", output), &mut graph);
-    let mut opset = Vec::new();
-    int(2, 13, &mut opset);
-    let mut model = Vec::new();
-    int(1, 8, &mut model); // ir_version
-    field(7, &graph, &mut model);
-    field(8, &opset, &mut model);
-    model
+    model_of(&graph)
 }

@@ -92,6 +92,7 @@ impl S3Server {
         let requests = Arc::new(AtomicUsize::new(0));
         let faults = Arc::new(AtomicUsize::new(0));
         let faults_served = Arc::clone(&faults);
+        let root_for_rules = root.to_path_buf();
         let thread = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -109,10 +110,14 @@ impl S3Server {
                         },
                         _ = &mut stopped => break,
                     };
+                    // As S3 does: without it, small answers wait for the client's delayed
+                    // ACK (tens of ms per request on loopback).
+                    let _ = socket.set_nodelay(true);
                     let service = service.clone();
                     let requests = Arc::clone(&requests);
                     let faults = Arc::clone(&faults_served);
                     let fault = fault.clone();
+                    let root = root_for_rules.clone();
                     let flaky = hyper::service::service_fn(move |request: http::Request<_>| {
                         let service = service.clone();
                         let count = requests.fetch_add(1, Ordering::SeqCst) + 1;
@@ -127,7 +132,11 @@ impl S3Server {
                             .copied();
                         let every = fault.every;
                         let (status, code) = (fault.status, fault.code);
+                        let broken_rule = multipart_rule_broken(&root, &request);
                         async move {
+                            if let Some((status, code)) = broken_rule {
+                                return Ok(s3_error(status, code));
+                            }
                             if let Some((_, status, code)) = refusal {
                                 faults.fetch_add(1, Ordering::SeqCst);
                                 return Ok(s3_error(status, code));
@@ -168,6 +177,52 @@ impl S3Server {
         std::fs::create_dir_all(&path).unwrap();
         path
     }
+}
+
+/// S3's multipart rules that s3s-fs does not apply itself, so that the tests refuse what
+/// AWS refuses (docs.aws.amazon.com/AmazonS3/latest/API/API_UploadPart.html,
+/// API_UploadPartCopy.html, API_CompleteMultipartUpload.html):
+/// - a part number outside 1..=10,000 (UploadPart, UploadPartCopy): `400 InvalidArgument`;
+/// - completing an upload with a part under 5 MiB other than the last: `400 EntityTooSmall`.
+///   AWS checks the parts the request lists; our clients list every part they sent, so the
+///   parts on disk stand for them (s3s-fs keeps them as `.upload_id-ID.part-N` in its root).
+fn multipart_rule_broken<B>(
+    root: &Path,
+    request: &http::Request<B>,
+) -> Option<(u16, &'static str)> {
+    const MIN_PART: u64 = 5 * 1024 * 1024;
+    let query = request.uri().query().unwrap_or_default();
+    let param = |name: &str| {
+        query
+            .split('&')
+            .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
+            .map(str::to_string)
+    };
+    let upload = param("uploadId")?;
+    if request.method() == http::Method::PUT {
+        let number: i64 = param("partNumber")?.parse().unwrap_or(0);
+        return (!(1..=10_000).contains(&number)).then_some((400, "InvalidArgument"));
+    }
+    if request.method() != http::Method::POST {
+        return None;
+    }
+    let prefix = format!(".upload_id-{upload}.part-");
+    let mut parts: Vec<(u32, u64)> = std::fs::read_dir(root)
+        .ok()?
+        .filter_map(|entry| {
+            let entry = entry.ok()?;
+            let number = entry
+                .file_name()
+                .to_str()?
+                .strip_prefix(&prefix)?
+                .parse()
+                .ok()?;
+            Some((number, entry.metadata().ok()?.len()))
+        })
+        .collect();
+    parts.sort();
+    let too_small = parts.iter().rev().skip(1).any(|(_, size)| *size < MIN_PART);
+    too_small.then_some((400, "EntityTooSmall"))
 }
 
 /// An S3 error response, as S3 writes them.

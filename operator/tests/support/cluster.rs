@@ -75,6 +75,9 @@ pub enum Fault {
     Evict,
     /// The kernel's OOM killer: exit 137 and `terminated.reason: OOMKilled`.
     Oom,
+    /// The process is killed as soon as it starts, for pods too short to be caught
+    /// mid-run: a failed attempt, exit 137.
+    Crash,
 }
 
 pub struct PodRun {
@@ -551,8 +554,14 @@ impl Cluster {
                 "extract" => {
                     json!({ "phase": "extract", "shard": index, "used": photos, "skipped": 0 })
                 }
-                _ => {
+                "fit" => {
                     json!({ "phase": "fit", "images": u64::from(shards) * photos, "skipped": 0, "k": 5, "explainedVariance": 0.9 })
+                }
+                "project" => json!({ "phase": "project", "shard": index, "rows": photos }),
+                _ => {
+                    json!({ "phase": "assemble", "images": u64::from(shards) * photos, "skipped": 0, "k": 5, "explainedVariance": 0.9,
+                            "outputs": { "features": "s3://fruits/out/features_pca.csv", "model": "s3://fruits/out/pca_model.json",
+                                         "summary": "s3://fruits/out/summary.json", "errors": "s3://fruits/out/errors.csv" } })
                 }
             };
             return PodRun {
@@ -614,6 +623,11 @@ impl Cluster {
             Some(Fault::Kill | Fault::Evict | Fault::Oom) => {
                 let mut child = command.spawn().unwrap();
                 std::thread::sleep(Duration::from_millis(300));
+                let _ = child.kill();
+                child.wait_with_output().unwrap()
+            }
+            Some(Fault::Crash) => {
+                let mut child = command.spawn().unwrap();
                 let _ = child.kill();
                 child.wait_with_output().unwrap()
             }
