@@ -20,6 +20,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::error::{Error, Result};
 use crate::imaging;
 use crate::work::Skipped;
+use aws_sdk_s3::types::CompletedPart;
 use compose::{ComposeLimits, Piece, Slice};
 
 pub use s3::{DEFAULT_S3_ATTEMPT_TIMEOUT, Storage};
@@ -272,6 +273,9 @@ impl Storage {
     }
 }
 
+/// Parts of one composed object sent at once (at most 8 x 5 MiB in memory for read parts).
+const PARTS_AT_ONCE: usize = 8;
+
 /// How [`Storage::compose`] made an object.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Composed {
@@ -358,26 +362,44 @@ impl Storage {
             return Ok(report);
         }
         let mut parts = self.start_parts(bucket, key).await?;
-        for piece in pieces {
-            let sent = match piece {
-                Piece::Copy(slice) => {
-                    let (source_bucket, source_key) = s3_parts(&sources[slice.source].0);
-                    report.copied_bytes += slice.len();
-                    parts
-                        .copy(source_bucket, source_key, slice.start, slice.end)
-                        .await
-                }
-                Piece::Upload(slices) => match self.read_slices(sources, slices).await {
-                    Ok(data) => {
-                        report.sent_bytes += data.len() as u64;
-                        parts.upload(data).await
+        // Parts go up a few at once: a copy is one short request for S3 but a round trip
+        // for us, and thousands of them one by one would make assembly latency-bound.
+        let sent: Vec<Result<(CompletedPart, Piece)>> = {
+            let parts = &parts;
+            futures::stream::iter(pieces.iter().enumerate())
+                .map(|(i, piece)| async move {
+                    let number = i as i32 + 1;
+                    let part = match piece {
+                        Piece::Copy(slice) => {
+                            let source = s3_parts(&sources[slice.source].0);
+                            parts
+                                .copy_part(number, source, slice.start, slice.end)
+                                .await?
+                        }
+                        Piece::Upload(slices) => {
+                            let data = self.read_slices(sources, slices).await?;
+                            parts.upload_part(number, data).await?
+                        }
+                    };
+                    Ok((part, piece.clone()))
+                })
+                .buffer_unordered(PARTS_AT_ONCE)
+                .collect()
+                .await
+        };
+        for outcome in sent {
+            match outcome {
+                Ok((part, piece)) => {
+                    match piece {
+                        Piece::Copy(_) => report.copied_bytes += piece.len(),
+                        Piece::Upload(_) => report.sent_bytes += piece.len(),
                     }
-                    Err(err) => Err(err),
-                },
-            };
-            if let Err(err) = sent {
-                parts.abort().await;
-                return Err(err);
+                    parts.add(part);
+                }
+                Err(err) => {
+                    parts.abort().await;
+                    return Err(err);
+                }
             }
         }
         parts.complete().await?;

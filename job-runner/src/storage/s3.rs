@@ -474,12 +474,16 @@ impl Parts<'_> {
         format!("s3://{}/{}", self.bucket, self.key)
     }
 
-    fn next_number(&self) -> i32 {
-        self.done.len() as i32 + 1
+    /// Sends the next part: for writers that produce parts one after the other.
+    pub(super) async fn upload(&mut self, data: Bytes) -> Result<()> {
+        let number = self.done.len() as i32 + 1;
+        let part = self.upload_part(number, data).await?;
+        self.done.push(part);
+        Ok(())
     }
 
-    pub(super) async fn upload(&mut self, data: Bytes) -> Result<()> {
-        let number = self.next_number();
+    /// Part `number` (parts may go up in any order and at once: see [`Parts::add`]).
+    pub(super) async fn upload_part(&self, number: i32, data: Bytes) -> Result<CompletedPart> {
         let attempts = Attempts::default();
         let sent = self
             .client
@@ -496,19 +500,18 @@ impl Parts<'_> {
         let answer = self
             .storage
             .answered(sent, &attempts, &self.uri(), "upload")?;
-        self.push(number, answer.e_tag());
-        Ok(())
+        Ok(completed(number, answer.e_tag()))
     }
 
-    /// Bytes `start..end` of `s3://bucket/key`, copied by the server (`UploadPartCopy`).
-    pub(super) async fn copy(
-        &mut self,
-        bucket: &str,
-        key: &str,
+    /// Part `number` from bytes `start..end` of `s3://bucket/key`, copied by the server
+    /// (`UploadPartCopy`).
+    pub(super) async fn copy_part(
+        &self,
+        number: i32,
+        (bucket, key): (&str, &str),
         start: u64,
         end: u64,
-    ) -> Result<()> {
-        let number = self.next_number();
+    ) -> Result<CompletedPart> {
         let source = format!("s3://{bucket}/{key}");
         let attempts = Attempts::default();
         let sent = self
@@ -528,20 +531,17 @@ impl Parts<'_> {
             .storage
             .answered(sent, &attempts, &source, "server-side copy")?;
         let e_tag = answer.copy_part_result().and_then(|result| result.e_tag());
-        self.push(number, e_tag);
-        Ok(())
+        Ok(completed(number, e_tag))
     }
 
-    fn push(&mut self, number: i32, e_tag: Option<&str>) {
-        self.done.push(
-            CompletedPart::builder()
-                .part_number(number)
-                .set_e_tag(e_tag.map(str::to_string))
-                .build(),
-        );
+    /// A part sent with [`Parts::upload_part`] or [`Parts::copy_part`].
+    pub(super) fn add(&mut self, part: CompletedPart) {
+        self.done.push(part);
     }
 
     pub(super) async fn complete(mut self) -> Result<()> {
+        // S3 wants the parts in ascending order.
+        self.done.sort_by_key(|part| part.part_number());
         let attempts = Attempts::default();
         let sent = self
             .client
@@ -577,6 +577,13 @@ impl Parts<'_> {
             .send()
             .await;
     }
+}
+
+fn completed(number: i32, e_tag: Option<&str>) -> CompletedPart {
+    CompletedPart::builder()
+        .part_number(number)
+        .set_e_tag(e_tag.map(str::to_string))
+        .build()
 }
 
 /// `x-amz-copy-source`: `bucket/key`, URL-encoded except for the slashes.
