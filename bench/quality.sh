@@ -3,7 +3,7 @@
 # prints the 1-NN top-1 accuracy (cosine) of its Test photos against its Training photos in
 # PCA space, with k.
 #
-#   bench/quality.sh [PHOTOS] [extra fruitpipe run flags...]
+#   [MODEL=file.onnx] bench/quality.sh [PHOTOS] [extra fruitpipe run flags...]
 #   PHOTOS defaults to ../shared/data/fruits360-sample (4,250 photos) when present, else the
 #   510 photos shipped in data/.
 set -euo pipefail
@@ -19,6 +19,6 @@ cargo build --release --locked --bin fruitpipe --example knn_accuracy 2>&1 | tai
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 target/release/fruitpipe run --input "$photos" --output "$out" \
-  --model data/models/efficientnet_lite0_features.onnx "$@" 2>&1 | tail -1
+  --model "${MODEL:-data/models/efficientnet_lite0_features.onnx}" "$@" 2>&1 | tail -1
 python3 -c "import json,sys; s=json.load(open(sys.argv[1])); print(f\"k = {s['k']}, explained variance {s['cumulative_explained_variance']:.4f}, {s['images_used']} photos\")" "$out/summary.json"
 target/release/examples/knn_accuracy "$out/features_pca.csv"

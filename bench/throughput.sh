@@ -18,7 +18,7 @@ batch=${BATCH:-32}
 threads=${THREADS:-$(nproc)}
 copies=${COPIES:-10}
 shard_size=${SHARD_SIZE:-2000}
-model=data/models/efficientnet_lite0_features.onnx
+model=${MODEL:-data/models/efficientnet_lite0_features.onnx}
 
 scripts/setup.sh >/dev/null
 cargo build --release --locked --bin fruitpipe --example inference_floor 2>&1 | tail -1

@@ -3,7 +3,7 @@
 //! the eigendecomposition and projection cost once. S3 transfer is not included: multiply
 //! the partial's size by the number of shards and divide by the pod's S3 throughput.
 //!
-//! cargo run --release --example merge_bench -- 1280 2000 10000
+//! cargo run --release --example merge_bench -- 1280 2000 10000   (K=64 sets the k projected)
 
 use std::time::Instant;
 
@@ -63,7 +63,8 @@ fn main() {
     }
     total.add_batch(&rows);
     let started = Instant::now();
-    let fitted = pca::fit(&total, Components::Count(64), false).expect("fit");
+    let k = std::env::var("K").map_or(64, |k| k.parse().expect("K is a number"));
+    let fitted = pca::fit(&total, Components::Count(k), false).expect("fit");
     println!(
         "eigendecomposition and k selection: {:.2} s",
         started.elapsed().as_secs_f64()
