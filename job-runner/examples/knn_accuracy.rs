@@ -1,8 +1,36 @@
 //! 1-nearest-neighbour top-1 accuracy of the `Test` photos against the `Training` photos
-//! of a `features_pca.csv`, by cosine similarity: how well the PCA features separate
-//! fruit varieties. Used by bench/quality.sh.
+//! of a `features_pca.csv`, by cosine similarity and by Euclidean distance: how well the
+//! PCA features separate fruit varieties. Used by bench/quality.sh.
 //!
 //! cargo run --release --example knn_accuracy -- OUTPUT/features_pca.csv
+
+struct Photo {
+    label: String,
+    vector: Vec<f64>,
+    /// `vector` scaled to unit length, for cosine similarity.
+    unit: Vec<f64>,
+}
+
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+fn squared_distance(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum()
+}
+
+/// Test photos whose nearest Training photo (the largest `closeness`) has their label.
+fn correct(train: &[Photo], test: &[Photo], closeness: impl Fn(&Photo, &Photo) -> f64) -> usize {
+    test.iter()
+        .filter(|query| {
+            let nearest = train
+                .iter()
+                .max_by(|a, b| closeness(query, a).total_cmp(&closeness(query, b)))
+                .expect("training photos");
+            nearest.label == query.label
+        })
+        .count()
+}
 
 fn main() -> anyhow::Result<()> {
     let path = std::env::args()
@@ -12,45 +40,41 @@ fn main() -> anyhow::Result<()> {
     let (mut train, mut test) = (Vec::new(), Vec::new());
     for record in reader.records() {
         let record = record?;
-        let label = record[1].to_string();
-        let mut vector: Vec<f64> = record
+        let vector: Vec<f64> = record
             .iter()
             .skip(2)
             .map(str::parse)
             .collect::<Result<_, _>>()?;
-        let norm = vector.iter().map(|v| v * v).sum::<f64>().sqrt().max(1e-12);
-        vector.iter_mut().for_each(|v| *v /= norm);
-        let split = if record[0].contains("/Test/") {
-            &mut test
-        } else {
-            &mut train
+        let norm = dot(&vector, &vector).sqrt().max(1e-12);
+        let unit = vector.iter().map(|v| v / norm).collect();
+        let photo = Photo {
+            label: record[1].to_string(),
+            vector,
+            unit,
         };
-        split.push((label, vector));
+        if record[0].contains("/Test/") {
+            test.push(photo);
+        } else {
+            train.push(photo);
+        }
     }
     anyhow::ensure!(
         !train.is_empty() && !test.is_empty(),
         "{path} needs photos under both Training/ and Test/"
     );
-    let correct = test
-        .iter()
-        .filter(|(label, query)| {
-            let nearest = train
-                .iter()
-                .max_by(|a, b| {
-                    let score =
-                        |v: &Vec<f64>| v.iter().zip(query.iter()).map(|(x, y)| x * y).sum::<f64>();
-                    score(&a.1).total_cmp(&score(&b.1))
-                })
-                .expect("training photos");
-            &nearest.0 == label
-        })
-        .count();
-    let k = train[0].1.len();
+    let cosine = correct(&train, &test, |q, t| dot(&q.unit, &t.unit));
+    let euclidean = correct(&train, &test, |q, t| {
+        -squared_distance(&q.vector, &t.vector)
+    });
+    let share = |count: usize| 100.0 * count as f64 / test.len() as f64;
     println!(
-        "1-NN top-1: {:.2}% ({correct}/{} Test photos against {} Training photos, k = {k})",
-        100.0 * correct as f64 / test.len() as f64,
+        "1-NN top-1: {:.2}% cosine ({cosine}/{}), {:.2}% Euclidean ({euclidean}/{}); {} Training photos, k = {}",
+        share(cosine),
         test.len(),
-        train.len()
+        share(euclidean),
+        test.len(),
+        train.len(),
+        train[0].vector.len()
     );
     Ok(())
 }

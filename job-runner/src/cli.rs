@@ -123,6 +123,14 @@ pub struct PcaArgs {
     /// default: on Fruits-360 it lowers nearest-neighbour accuracy at every k.
     #[arg(long)]
     pub standardize: bool,
+    /// Divide each component by the square root of its eigenvalue, so that every component
+    /// has unit variance (the default: photos compared by cosine then find their kind
+    /// more often)
+    #[arg(long, overrides_with = "no_whiten")]
+    pub whiten: bool,
+    /// Keep each component's own scale (plain PCA scores)
+    #[arg(long, overrides_with = "whiten")]
+    pub no_whiten: bool,
 }
 
 #[derive(Debug, Args)]
@@ -309,6 +317,7 @@ impl PcaArgs {
         Ok(FitOptions {
             components,
             standardize: self.standardize,
+            whiten: !self.no_whiten,
         })
     }
 }

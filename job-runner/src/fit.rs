@@ -24,6 +24,8 @@ use crate::work::{FitRecord, Partial, Skipped, WorkDir};
 pub struct FitOptions {
     pub components: Components,
     pub standardize: bool,
+    /// Divide each component by the square root of its eigenvalue.
+    pub whiten: bool,
 }
 
 /// Everything the shards' partials add up to.
@@ -58,7 +60,8 @@ pub async fn fit(
             Bytes::from(errors_csv(&merged.skipped)),
         )
         .await?;
-    let pca = pca::fit(&merged.moments, options.components, options.standardize)?;
+    let mut pca = pca::fit(&merged.moments, options.components, options.standardize)?;
+    pca.whiten = options.whiten;
     tracing::info!(
         k = pca.k,
         explained = pca.cumulative_explained_variance,
@@ -90,6 +93,7 @@ pub async fn fit(
             dim: merged.model.dim,
             k: pca.k,
             standardize: options.standardize,
+            whiten: options.whiten,
             cumulative_explained_variance: pca.cumulative_explained_variance,
             images_per_second: merged.moments.n as f64 / merged.extract_seconds.max(1e-9),
             seconds: Timings {

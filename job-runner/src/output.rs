@@ -67,6 +67,9 @@ pub struct Summary {
     pub dim: usize,
     pub k: usize,
     pub standardize: bool,
+    /// Components divided by the square root of their eigenvalue.
+    #[serde(default)]
+    pub whiten: bool,
     pub cumulative_explained_variance: f64,
     pub seconds: Timings,
     /// Images used per second of extraction time.

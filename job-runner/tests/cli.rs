@@ -212,6 +212,61 @@ fn variance_threshold_picks_k_and_reports_it() {
 }
 
 #[test]
+fn components_are_whitened_by_default_and_plain_with_no_whiten() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    copy_sample(&input, &CLASSES, 4);
+    let (whitened, plain) = (dir.path().join("whitened"), dir.path().join("plain"));
+    let result = run_pipeline(&input, &whitened, &["--components", "4"]);
+    assert_eq!(result.status.code(), Some(0), "{}", stderr(&result));
+    let result = run_pipeline(&input, &plain, &["--components", "4", "--no-whiten"]);
+    assert_eq!(result.status.code(), Some(0), "{}", stderr(&result));
+
+    let model = |dir: &Path| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(dir.join("pca_model.json")).unwrap()).unwrap()
+    };
+    assert_eq!(model(&whitened)["whiten"], true);
+    assert_eq!(model(&plain)["whiten"], false);
+    let eigenvalues: Vec<f64> = model(&plain)["eigenvalues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|value| value.as_f64().unwrap())
+        .collect();
+    let (w, p) = (
+        read_csv(&whitened.join("features_pca.csv")),
+        read_csv(&plain.join("features_pca.csv")),
+    );
+    assert_eq!(w.len(), p.len());
+    let mut sums = [0.0f64; 4];
+    for (w_row, p_row) in w[1..].iter().zip(&p[1..]) {
+        assert_eq!(w_row[0], p_row[0]);
+        for c in 0..4 {
+            let (w_value, p_value): (f64, f64) =
+                (w_row[2 + c].parse().unwrap(), p_row[2 + c].parse().unwrap());
+            let expected = p_value / eigenvalues[c].sqrt();
+            assert!(
+                (w_value - expected).abs() <= 1e-5 * expected.abs().max(1.0),
+                "component {c}: {w_value} is not {p_value} / sqrt({})",
+                eigenvalues[c]
+            );
+            sums[c] += w_value * w_value;
+        }
+    }
+    // Over the photos it was fitted on, each whitened component has unit variance.
+    for (c, sum) in sums.iter().enumerate() {
+        let variance = sum / (w.len() - 2) as f64;
+        assert!(
+            (variance - 1.0).abs() < 1e-3,
+            "component {c}: variance {variance}"
+        );
+    }
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(whitened.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["whiten"], true);
+}
+
+#[test]
 fn include_keeps_only_matching_photos() {
     let dir = tempfile::tempdir().unwrap();
     let (input, output) = (dir.path().join("in"), dir.path().join("out"));
@@ -488,6 +543,8 @@ fn help_explains_every_shared_flag_with_defaults() {
         "--components",
         "--variance",
         "--standardize",
+        "--whiten",
+        "--no-whiten",
         "--s3-endpoint",
         "--s3-region",
         "--s3-path-style",

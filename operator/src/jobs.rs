@@ -182,6 +182,9 @@ pub fn runner_args(pipeline: &FruitPipeline, run: &Run, stage: Stage) -> Vec<Str
             if spec.pca.standardize {
                 args.push("--standardize".into());
             }
+            if !spec.pca.whiten {
+                args.push("--no-whiten".into());
+            }
         }
     }
     args.extend(["--summary-file".into(), TERMINATION_LOG.into()]);

@@ -200,6 +200,29 @@ fn stage_arguments_carry_the_spec() {
             "fit {work} --output s3://fruits/pca/fruits-360 --variance 0.95 --summary-file /dev/termination-log"
         )
     );
+    assert!(
+        common::pipeline(example_spec()).spec.pca.whiten,
+        "whiten is on unless set to false"
+    );
+    let mut no_pca = example_spec();
+    no_pca.as_object_mut().unwrap().remove("pca");
+    assert!(common::pipeline(no_pca).spec.pca.whiten);
+    let mut plain = example_spec();
+    plain["pca"] = serde_json::json!({ "components": 64, "whiten": false });
+    let fit = render(&common::pipeline(plain), &run(), Stage::Fit, &defaults());
+    let fit_args = fit.spec.unwrap().template.spec.unwrap().containers[0]
+        .args
+        .clone()
+        .unwrap()
+        .join(" ");
+    assert!(
+        fit_args.contains("--components 64 --no-whiten"),
+        "{fit_args}"
+    );
+    assert!(
+        !args(Stage::Fit).contains("whiten"),
+        "whitening is the runner's default"
+    );
     assert_eq!(
         args(Stage::Project),
         format!("project {work} --summary-file /dev/termination-log")
