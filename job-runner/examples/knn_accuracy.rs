@@ -1,8 +1,11 @@
 //! 1-nearest-neighbour top-1 accuracy of the `Test` photos against the `Training` photos
 //! of a `features_pca.csv`, by cosine similarity and by Euclidean distance: how well the
-//! PCA features separate fruit varieties. Used by bench/quality.sh.
+//! PCA features separate fruit varieties. Used by bench/quality.sh. `VOTES=1` also prints
+//! the similarity-weighted vote of the 3, 5 and 10 nearest (cosine), as `identify` votes.
 //!
 //! cargo run --release --example knn_accuracy -- OUTPUT/features_pca.csv
+
+use fruitpipe_runner::identify::{Neighbour, vote};
 
 struct Photo {
     label: String,
@@ -67,6 +70,35 @@ fn main() -> anyhow::Result<()> {
         -squared_distance(&q.vector, &t.vector)
     });
     let share = |count: usize| 100.0 * count as f64 / test.len() as f64;
+    if std::env::var_os("VOTES").is_some() {
+        for voters in [1, 3, 5, 10] {
+            let right = test
+                .iter()
+                .filter(|query| {
+                    let mut scored: Vec<(f64, usize)> = train
+                        .iter()
+                        .enumerate()
+                        .map(|(i, photo)| (dot(&query.unit, &photo.unit), i))
+                        .collect();
+                    scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+                    let nearest: Vec<Neighbour> = scored[..voters]
+                        .iter()
+                        .map(|&(similarity, i)| Neighbour {
+                            path: String::new(),
+                            label: train[i].label.clone(),
+                            similarity,
+                        })
+                        .collect();
+                    vote(&nearest)[0].label == query.label
+                })
+                .count();
+            println!(
+                "weighted {voters}-NN vote (cosine): {:.2}% ({right}/{})",
+                share(right),
+                test.len()
+            );
+        }
+    }
     println!(
         "1-NN top-1: {:.2}% cosine ({cosine}/{}), {:.2}% Euclidean ({euclidean}/{}); {} Training photos, k = {}",
         share(cosine),

@@ -58,6 +58,8 @@ pub enum Command {
     Project(ProjectArgs),
     /// Put the shards' parts together into features_pca.csv and write summary.json.
     Assemble(AssembleArgs),
+    /// Tell which fruit each photo shows, with its nearest photos, from a pipeline's output.
+    Identify(IdentifyArgs),
 }
 
 #[derive(Debug, Args)]
@@ -246,6 +248,35 @@ pub struct AssembleArgs {
     pub summary_file: Option<String>,
 }
 
+#[derive(Debug, Args)]
+pub struct IdentifyArgs {
+    /// A pipeline's output (folder or s3:// prefix) holding pca_model.json and
+    /// features_pca.csv
+    #[arg(long, value_name = "URI")]
+    pub from: String,
+    /// Photos: paths, s3:// URIs, or - for standard input
+    #[arg(required = true, value_name = "PHOTO")]
+    pub photos: Vec<String>,
+    /// The feature model, when it is not where pca_model.json says: a copy of the same
+    /// file (its sha256 must match)
+    #[arg(long, value_name = "URI")]
+    pub model: Option<String>,
+    /// One JSON object per line and photo
+    #[arg(long)]
+    pub json: bool,
+    /// Nearest photos to show
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub top: usize,
+    /// Nearest photos whose similarity-weighted vote names the fruit
+    #[arg(long, value_name = "N", default_value_t = fruitpipe_runner::identify::DEFAULT_VOTERS)]
+    pub voters: usize,
+    /// Inference threads [default: all cores]
+    #[arg(long)]
+    pub threads: Option<usize>,
+    #[command(flatten)]
+    pub s3: S3Args,
+}
+
 impl Command {
     pub fn name(&self) -> &'static str {
         match self {
@@ -255,6 +286,7 @@ impl Command {
             Command::Fit(_) => "fit",
             Command::Project(_) => "project",
             Command::Assemble(_) => "assemble",
+            Command::Identify(_) => "identify",
         }
     }
 
@@ -266,6 +298,7 @@ impl Command {
             Command::Fit(args) => args.summary_file.as_deref(),
             Command::Project(args) => args.summary_file.as_deref(),
             Command::Assemble(args) => args.summary_file.as_deref(),
+            Command::Identify(_) => None,
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod assemble;
 pub mod error;
 pub mod extract;
 pub mod fit;
+pub mod identify;
 pub mod imaging;
 pub mod model;
 pub mod output;

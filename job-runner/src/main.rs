@@ -182,6 +182,76 @@ async fn execute(command: Command) -> Result<Value> {
                 "outputs": summary.outputs,
             }))
         }
+        Command::Identify(args) => identify(args).await,
+    }
+}
+
+/// Answers every photo it can; one that cannot be read gets a line on stderr and makes
+/// the exit code 2 at the end.
+async fn identify(args: cli::IdentifyArgs) -> Result<Value> {
+    let storage = Storage::new(args.s3.options());
+    let from = Location::parse(&args.from)?;
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let threads = args.threads.unwrap_or(cores).max(1);
+    let mut engine =
+        fruitpipe_runner::identify::Engine::load(&storage, &from, args.model.as_deref(), threads)
+            .await?;
+    let mut failed = 0;
+    for photo in &args.photos {
+        let answer = match read_photo(&storage, photo).await {
+            Ok(bytes) => engine.identify(photo, &bytes, args.top, args.voters),
+            Err(err) => Err(err),
+        };
+        match answer {
+            Ok(found) if args.json => {
+                println!(
+                    "{}",
+                    serde_json::to_string(&found).expect("answers serialise")
+                );
+            }
+            Ok(found) => print_identification(&found),
+            Err(err) => {
+                failed += 1;
+                eprintln!("error: {photo}: {err}");
+            }
+        }
+    }
+    if failed > 0 {
+        return Err(Error::Input(format!(
+            "{failed} of {} photos could not be identified (see above)",
+            args.photos.len()
+        )));
+    }
+    Ok(json!({ "phase": "identify", "photos": args.photos.len() }))
+}
+
+async fn read_photo(storage: &Storage, photo: &str) -> Result<bytes::Bytes> {
+    if photo == "-" {
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut bytes)
+            .map_err(|err| Error::io("standard input", err))?;
+        return Ok(bytes.into());
+    }
+    storage.get(&Location::parse(photo)?).await
+}
+
+fn print_identification(found: &fruitpipe_runner::identify::Identification) {
+    let share = found.votes.first().map_or(0.0, |vote| vote.share);
+    println!(
+        "{}: {} (similarity {:.3}, {:.0}% of the vote)",
+        found.photo,
+        found.label,
+        found.score,
+        100.0 * share
+    );
+    for (rank, neighbour) in found.neighbours.iter().enumerate() {
+        println!(
+            "  {}. {:.3}  {}  {}",
+            rank + 1,
+            neighbour.similarity,
+            neighbour.label,
+            neighbour.path
+        );
     }
 }
 
