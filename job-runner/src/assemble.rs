@@ -86,12 +86,13 @@ pub async fn assemble(
 
 async fn read_report(storage: &Storage, work: &WorkDir, shard: usize) -> Result<ProjectedReport> {
     let place = work.projected_report(shard);
-    let bytes = storage.get(&place).await.map_err(|err| match err {
-        Error::NotFound { uri, .. } => Error::Work(format!(
-            "shard {shard} has not been projected ({uri} is missing); run `fruitpipe project --index {shard}` with the same --work"
-        )),
-        other => other,
-    })?;
+    let bytes = storage
+        .get_expected(&place, |uri| {
+            Error::Work(format!(
+                "shard {shard} has not been projected ({uri} is missing); run `fruitpipe project --index {shard}` with the same --work"
+            ))
+        })
+        .await?;
     serde_json::from_slice(&bytes).map_err(|err| {
         Error::Work(format!(
             "{place} is not a fruitpipe part report ({err}); run `fruitpipe project --index {shard}` again"

@@ -144,12 +144,13 @@ fn every_photo_denied(shard: usize, skipped: &[Skipped]) -> Error {
 
 async fn read_manifest(storage: &Storage, work: &WorkDir, shard: usize) -> Result<Vec<Location>> {
     let manifest = work.manifest(shard);
-    let bytes = storage.get(&manifest).await.map_err(|err| match err {
-        Error::NotFound { uri, .. } => Error::Config(format!(
-            "shard {shard} has no manifest at {uri}; check --index and --work, and run `fruitpipe plan` first"
-        )),
-        other => other,
-    })?;
+    let bytes = storage
+        .get_expected(&manifest, |uri| {
+            Error::Config(format!(
+                "shard {shard} has no manifest at {uri}; check --index and --work, and run `fruitpipe plan` first"
+            ))
+        })
+        .await?;
     let text = std::str::from_utf8(&bytes).map_err(|_| {
         Error::Work(format!(
             "{manifest} is not UTF-8 text; re-run `fruitpipe plan`"

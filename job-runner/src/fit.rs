@@ -112,12 +112,13 @@ pub async fn fit(
 
 /// Reads `fit.json`: what `project` and `assemble` build on.
 pub async fn read_fit(storage: &Storage, work: &WorkDir) -> Result<FitRecord> {
-    let bytes = storage.get(&work.fit()).await.map_err(|err| match err {
-        Error::NotFound { uri, .. } => Error::Config(format!(
-            "no fitted model at {uri}; run `fruitpipe fit` with the same --work first"
-        )),
-        other => other,
-    })?;
+    let bytes = storage
+        .get_expected(&work.fit(), |uri| {
+            Error::Config(format!(
+                "no fitted model at {uri}; run `fruitpipe fit` with the same --work first"
+            ))
+        })
+        .await?;
     serde_json::from_slice(&bytes).map_err(|err| {
         Error::Work(format!(
             "{} is not a fruitpipe fit record ({err}); re-run `fruitpipe fit`",
@@ -189,12 +190,13 @@ async fn merge_partials(
 
 async fn read_partial(storage: &Storage, work: &WorkDir, shard: usize) -> Result<Partial> {
     let place = work.partial(shard);
-    let bytes = storage.get(&place).await.map_err(|err| match err {
-        Error::NotFound { uri, .. } => Error::Work(format!(
-            "shard {shard} has not been extracted ({uri} is missing); run `fruitpipe extract --index {shard}` with the same --work"
-        )),
-        other => other,
-    })?;
+    let bytes = storage
+        .get_expected(&place, |uri| {
+            Error::Work(format!(
+                "shard {shard} has not been extracted ({uri} is missing); run `fruitpipe extract --index {shard}` with the same --work"
+            ))
+        })
+        .await?;
     Partial::from_bytes(&bytes, &place)
 }
 

@@ -197,12 +197,13 @@ impl Engine {
     ) -> Result<Engine> {
         let started = Instant::now();
         let model_place = from.join(MODEL_JSON);
-        let bytes = storage.get(&model_place).await.map_err(|err| match err {
-            Error::NotFound { uri, .. } => Error::Config(format!(
-                "no pca_model.json at {uri}; give --from the --output of a finished fruitpipe run"
-            )),
-            other => other,
-        })?;
+        let bytes = storage
+            .get_expected(&model_place, |uri| {
+                Error::Config(format!(
+                    "no pca_model.json at {uri}; give --from the --output of a finished fruitpipe run"
+                ))
+            })
+            .await?;
         let file: ModelFile = serde_json::from_slice(&bytes).map_err(|err| {
             Error::Input(format!(
                 "{model_place} is not a fruitpipe PCA model ({err})"
@@ -288,14 +289,12 @@ async fn load_feature_model(
 ) -> Result<Model> {
     let uri = given.unwrap_or(&recorded.uri);
     let bytes = storage
-        .get(&Location::parse(uri)?)
-        .await
-        .map_err(|err| match err {
-            Error::NotFound { uri, .. } => Error::Config(format!(
+        .get_expected(&Location::parse(uri)?, |uri| {
+            Error::Config(format!(
                 "the feature model {uri} that pca_model.json records is not there; give --model with a copy of it"
-            )),
-            other => other,
-        })?;
+            ))
+        })
+        .await?;
     let recorded = recorded.clone();
     let uri = uri.to_string();
     let model = tokio::task::spawn_blocking(move || {

@@ -144,12 +144,13 @@ fn absolute(input: &Location) -> Result<Location> {
 
 /// Reads the plan a previous `plan` phase wrote.
 pub async fn read_plan(storage: &Storage, work: &WorkDir) -> Result<Plan> {
-    let bytes = storage.get(&work.plan()).await.map_err(|err| match err {
-        Error::NotFound { uri, .. } => Error::Config(format!(
-            "no plan at {uri}; run `fruitpipe plan` with the same --work first"
-        )),
-        other => other,
-    })?;
+    let bytes = storage
+        .get_expected(&work.plan(), |uri| {
+            Error::Config(format!(
+                "no plan at {uri}; run `fruitpipe plan` with the same --work first"
+            ))
+        })
+        .await?;
     serde_json::from_slice(&bytes).map_err(|err| {
         Error::Work(format!(
             "{} is not a fruitpipe plan ({err}); re-run `fruitpipe plan`",

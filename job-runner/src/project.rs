@@ -66,12 +66,13 @@ pub async fn project(
         )));
     }
     let place = work.features(shard);
-    let bytes = storage.get(&place).await.map_err(|err| match err {
-        Error::NotFound { uri, .. } => Error::Work(format!(
-            "shard {shard} has no features ({uri} is missing); run `fruitpipe extract --index {shard}` with the same --work"
-        )),
-        other => other,
-    })?;
+    let bytes = storage
+        .get_expected(&place, |uri| {
+            Error::Work(format!(
+                "shard {shard} has no features ({uri} is missing); run `fruitpipe extract --index {shard}` with the same --work"
+            ))
+        })
+        .await?;
     let features = ShardFeatures::from_bytes(&bytes, &place)?;
     check_plan(&projection.record.plan, &features.plan, shard, &place)?;
     let csv = csv_part(&features, &projection.pca, shard == 0, &place)?;

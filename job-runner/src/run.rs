@@ -48,12 +48,13 @@ pub const LOCAL_RUN: &str = "local";
 /// Fetches the model (a path or an s3:// URI) and loads it into ONNX Runtime.
 pub async fn load_model(storage: &Storage, options: &ModelOptions) -> Result<Model> {
     let location = Location::parse(&options.uri)?;
-    let bytes = storage.get(&location).await.map_err(|err| match err {
-        Error::NotFound { uri, .. } => Error::Config(format!(
-            "no model at {uri}; check --model (an .onnx file path or s3:// URI)"
-        )),
-        other => other,
-    })?;
+    let bytes = storage
+        .get_expected(&location, |uri| {
+            Error::Config(format!(
+                "no model at {uri}; check --model (an .onnx file path or s3:// URI)"
+            ))
+        })
+        .await?;
     let options = options.clone();
     tokio::task::spawn_blocking(move || {
         Model::load(

@@ -5,31 +5,16 @@
 
 mod support;
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Once};
 
 use fruitpipe_runner::error::EXIT_RETRYABLE;
 use fruitpipe_runner::storage::compose::ComposeLimits;
-use fruitpipe_runner::storage::{Location, S3Options, Storage};
+use fruitpipe_runner::storage::{Location, Storage};
 use support::S3Server;
 
 fn storage_for(endpoint: &str) -> Storage {
-    static CREDENTIALS: Once = Once::new();
-    CREDENTIALS.call_once(|| {
-        // SAFETY: runs once, before any S3 client of this test binary reads the
-        // environment; nothing else in this binary reads or writes it.
-        unsafe {
-            std::env::set_var("AWS_ACCESS_KEY_ID", support::ACCESS_KEY);
-            std::env::set_var("AWS_SECRET_ACCESS_KEY", support::SECRET_KEY);
-            std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
-        }
-    });
-    Storage::new(S3Options {
-        endpoint: Some(endpoint.to_string()),
-        region: Some("us-east-1".into()),
-        path_style: true,
-        ..S3Options::default()
-    })
+    support::in_process_storage(endpoint)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -24,7 +24,7 @@ use fruitpipe_runner::plan::plan;
 use fruitpipe_runner::project::{load_projection, project};
 use fruitpipe_runner::run::{ModelOptions, load_model};
 use fruitpipe_runner::storage::compose::ComposeLimits;
-use fruitpipe_runner::storage::{Location, S3Options, Storage};
+use fruitpipe_runner::storage::{Location, Storage};
 use fruitpipe_runner::work::WorkDir;
 use indicatif::ProgressBar;
 use support::S3Server;
@@ -46,18 +46,7 @@ const LABELS: [&str; 10] = [
 ];
 
 fn storage_for(endpoint: &str) -> Storage {
-    // SAFETY: the only test of this binary; set before any S3 client reads the environment.
-    unsafe {
-        std::env::set_var("AWS_ACCESS_KEY_ID", support::ACCESS_KEY);
-        std::env::set_var("AWS_SECRET_ACCESS_KEY", support::SECRET_KEY);
-        std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
-    }
-    Storage::new(S3Options {
-        endpoint: Some(endpoint.to_string()),
-        region: Some("us-east-1".into()),
-        path_style: true,
-        ..S3Options::default()
-    })
+    support::in_process_storage(endpoint)
 }
 
 /// 8x8 PNGs whose colours depend on their label (so PCA has structure) and on their index.

@@ -208,6 +208,19 @@ impl Storage {
         }
     }
 
+    /// [`Storage::get`] of an object an earlier phase (or the user) should have written:
+    /// when it does not exist, `missing` says what to do, given its URI.
+    pub async fn get_expected(
+        &self,
+        location: &Location,
+        missing: impl FnOnce(String) -> Error,
+    ) -> Result<Bytes> {
+        self.get(location).await.map_err(|err| match err {
+            Error::NotFound { uri, .. } => missing(uri),
+            other => other,
+        })
+    }
+
     /// One photo's bytes, with its share of `budget` reserved until the [`Photo`] is
     /// dropped. A photo larger than `max_bytes`, or whose first bytes are not an image's, is
     /// refused ([`Error::Unusable`]) before the rest is transferred.

@@ -19,6 +19,27 @@ pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// The storage layer in this process, set up for the test server at `endpoint`. The AWS
+/// SDK reads credentials from the environment: they are set once, before any client of the
+/// test binary reads it (binaries that use this touch the environment nowhere else).
+pub fn in_process_storage(endpoint: &str) -> fruitpipe_runner::storage::Storage {
+    static CREDENTIALS: std::sync::Once = std::sync::Once::new();
+    CREDENTIALS.call_once(|| {
+        // SAFETY: runs once, before any S3 client of this test binary reads the environment.
+        unsafe {
+            std::env::set_var("AWS_ACCESS_KEY_ID", ACCESS_KEY);
+            std::env::set_var("AWS_SECRET_ACCESS_KEY", SECRET_KEY);
+            std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
+        }
+    });
+    fruitpipe_runner::storage::Storage::new(fruitpipe_runner::storage::S3Options {
+        endpoint: Some(endpoint.to_string()),
+        region: Some("us-east-1".into()),
+        path_style: true,
+        ..Default::default()
+    })
+}
+
 /// The photos shipped in the repository (`data/fruits360-sample`).
 pub fn sample_photos() -> PathBuf {
     repo_root().join("data/fruits360-sample")
