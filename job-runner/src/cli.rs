@@ -273,6 +273,10 @@ pub struct IdentifyArgs {
     /// Inference threads [default: all cores]
     #[arg(long)]
     pub threads: Option<usize>,
+    /// A fruit catalogue in the format of data/fruits.toml (path or s3:// URI), instead of
+    /// the shipped one
+    #[arg(long, value_name = "FILE")]
+    pub catalogue: Option<String>,
     #[command(flatten)]
     pub s3: S3Args,
 }

@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use crate::catalogue::{Catalogue, Fruit};
 use crate::error::{Error, Result};
 use crate::extract::PhotoLimits;
 use crate::model::{Model, ModelInfo};
@@ -53,8 +54,8 @@ pub struct Identification {
     pub neighbours: Vec<Neighbour>,
     /// Labels with their share of the vote, largest first.
     pub votes: Vec<Vote>,
-    /// What the catalogue says about the fruit; no catalogue is loaded yet.
-    pub fruit: Option<serde_json::Value>,
+    /// What the catalogue says about the predicted fruit (null when it has no entry).
+    pub fruit: Option<Fruit>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -183,6 +184,7 @@ pub struct Engine {
     pub pca: Pca,
     pub feature_model: ModelInfo,
     pub index: Index,
+    pub catalogue: Catalogue,
     limits: PhotoLimits,
 }
 
@@ -234,6 +236,7 @@ impl Engine {
             pca: file.pca,
             feature_model: file.feature_model,
             index,
+            catalogue: Catalogue::shipped(),
             limits: PhotoLimits::default(),
         })
     }
@@ -268,13 +271,14 @@ impl Engine {
             .iter()
             .find(|neighbour| neighbour.label == label)
             .map_or(0.0, |neighbour| neighbour.similarity);
+        let fruit = self.catalogue.lookup(&label).cloned();
         Ok(Identification {
             photo: photo.to_string(),
+            fruit,
             label,
             score,
             neighbours: nearest.into_iter().take(top).collect(),
             votes,
-            fruit: None,
         })
     }
 }

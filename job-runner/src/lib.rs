@@ -6,6 +6,7 @@
 //! [`project::project`], [`assemble::assemble`]) or all in one process ([`run::run`]). See DESIGN.md for the data layout.
 
 pub mod assemble;
+pub mod catalogue;
 pub mod error;
 pub mod extract;
 pub mod fit;

@@ -196,6 +196,11 @@ async fn identify(args: cli::IdentifyArgs) -> Result<Value> {
     let mut engine =
         fruitpipe_runner::identify::Engine::load(&storage, &from, args.model.as_deref(), threads)
             .await?;
+    if let Some(uri) = &args.catalogue {
+        let bytes = storage.get(&Location::parse(uri)?).await?;
+        let text = String::from_utf8_lossy(&bytes);
+        engine.catalogue = fruitpipe_runner::catalogue::Catalogue::parse(&text, uri)?;
+    }
     let mut failed = 0;
     for photo in &args.photos {
         let answer = match read_photo(&storage, photo).await {
@@ -244,6 +249,12 @@ fn print_identification(found: &fruitpipe_runner::identify::Identification) {
         found.score,
         100.0 * share
     );
+    if let Some(fruit) = &found.fruit {
+        println!(
+            "  {} ({}, {}): {}",
+            fruit.common, fruit.botanical, fruit.family, fruit.about
+        );
+    }
     for (rank, neighbour) in found.neighbours.iter().enumerate() {
         println!(
             "  {}. {:.3}  {}  {}",

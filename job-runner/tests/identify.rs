@@ -112,7 +112,17 @@ fn identify_names_the_fruit_with_its_nearest_photos() {
         );
         assert!(neighbours[0]["similarity"].as_f64().unwrap() > 0.9999);
         assert!(answer["score"].as_f64().unwrap() > 0.9999);
-        assert!(answer.get("fruit").is_some());
+        let fruit = &answer["fruit"];
+        assert!(
+            fruit["common"]
+                .as_str()
+                .is_some_and(|common| !common.is_empty()),
+            "{answer}"
+        );
+        assert!(
+            fruit["botanical"].is_string() && fruit["about"].is_string(),
+            "{answer}"
+        );
     }
 
     // The text form, and a photo from standard input.
@@ -132,10 +142,14 @@ fn identify_names_the_fruit_with_its_nearest_photos() {
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(text.starts_with("-: Kiwi (similarity 1.000"), "{text}");
+    assert!(
+        text.contains("Kiwifruit (Actinidia deliciosa, Actinidiaceae)"),
+        "{text}"
+    );
     assert_eq!(
         text.lines().count(),
-        6,
-        "the answer and 5 nearest photos: {text}"
+        7,
+        "the answer, the catalogue entry and 5 nearest photos: {text}"
     );
 }
 
@@ -213,6 +227,52 @@ fn another_model_than_the_pipelines_is_refused_with_exit_2() {
     assert_eq!(result.status.code(), Some(2));
     assert!(
         stderr(&result).contains("no pca_model.json"),
+        "{}",
+        stderr(&result)
+    );
+}
+
+#[test]
+fn catalogue_replaces_the_shipped_one_and_a_broken_one_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let catalogue = dir.path().join("fruits.toml");
+    std::fs::write(
+        &catalogue,
+        "[\"Banana\"]\ncommon = \"Plantain\"\nbotanical = \"Musa\"\nfamily = \"Musaceae\"\nabout = \"Ours.\"\n",
+    )
+    .unwrap();
+    let photo = |class: &str| {
+        let folder = pipeline_output().join("../in/Training").join(class);
+        let path = std::fs::read_dir(folder)
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        path.to_string_lossy().into_owned()
+    };
+    let (banana, kiwi) = (photo("Banana"), photo("Kiwi"));
+    let result = run(&mut identify(&[
+        "--json",
+        "--catalogue",
+        catalogue.to_str().unwrap(),
+        &banana,
+        &kiwi,
+    ]));
+    assert_eq!(result.status.code(), Some(0), "{}", stderr(&result));
+    let answers = json_lines(&result.stdout);
+    assert_eq!(answers[0]["fruit"]["common"], "Plantain");
+    assert!(answers[1]["fruit"].is_null(), "{}", answers[1]);
+
+    std::fs::write(&catalogue, "[\"Banana\"]\ncommon = 1\n").unwrap();
+    let result = run(&mut identify(&[
+        "--catalogue",
+        catalogue.to_str().unwrap(),
+        &banana,
+    ]));
+    assert_eq!(result.status.code(), Some(2));
+    assert!(
+        stderr(&result).contains("is not a fruit catalogue"),
         "{}",
         stderr(&result)
     );
