@@ -10,7 +10,7 @@ use std::time::Instant;
 use futures::{StreamExt, TryStreamExt};
 
 use crate::error::{Error, Result};
-use crate::fit::{put_json, read_fit};
+use crate::fit::read_fit;
 use crate::output::{FEATURES_CSV, SUMMARY_JSON, Summary};
 use crate::storage::compose::ComposeLimits;
 use crate::storage::{Location, Storage};
@@ -80,7 +80,9 @@ pub async fn assemble(
     summary.seconds.assemble = started.elapsed().as_secs_f64();
     summary.assembly = assembly;
     // The summary goes last: once it exists, every other output is complete.
-    put_json(storage, &output.join(SUMMARY_JSON), &summary).await?;
+    storage
+        .put_json(&output.join(SUMMARY_JSON), &summary)
+        .await?;
     Ok(summary)
 }
 

@@ -18,7 +18,7 @@ use crate::pca::{self, Components};
 use crate::plan::read_plan;
 use crate::stats::Moments;
 use crate::storage::{Location, Storage};
-use crate::work::{FitRecord, Partial, Skipped, WorkDir};
+use crate::work::{FitRecord, Partial, Skipped, WorkDir, check_plan};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct FitOptions {
@@ -106,7 +106,7 @@ pub async fn fit(
             assembly: Default::default(),
         },
     };
-    put_json(storage, &work.fit(), &record).await?;
+    storage.put_json(&work.fit(), &record).await?;
     Ok(record)
 }
 
@@ -125,15 +125,6 @@ pub async fn read_fit(storage: &Storage, work: &WorkDir) -> Result<FitRecord> {
             work.fit()
         ))
     })
-}
-
-pub(crate) async fn put_json(
-    storage: &Storage,
-    at: &Location,
-    value: &impl serde::Serialize,
-) -> Result<()> {
-    let json = serde_json::to_vec_pretty(value).expect("outputs serialise");
-    storage.put(at, Bytes::from(json)).await
 }
 
 /// Partials downloaded at once: one S3 stream gives about 100 MB/s, a pod's network ten
@@ -198,25 +189,4 @@ async fn read_partial(storage: &Storage, work: &WorkDir, shard: usize) -> Result
         })
         .await?;
     Partial::from_bytes(&bytes, &place)
-}
-
-/// A shard extracted from another plan's manifest than the current one (plan was run
-/// again into the same work area) must not be merged: its photos are not this plan's.
-pub(crate) fn check_plan(
-    plan: &str,
-    shard_plan: &str,
-    shard: usize,
-    place: &Location,
-) -> Result<()> {
-    if shard_plan == plan {
-        return Ok(());
-    }
-    Err(Error::Config(format!(
-        "{place} belongs to another plan of this work area (plan {}, the current one is {plan}): `plan` was run again after shard {shard} was extracted; run `fruitpipe extract --index {shard}` again for every shard, or use a new --work",
-        if shard_plan.is_empty() {
-            "unknown"
-        } else {
-            shard_plan
-        }
-    )))
 }

@@ -10,11 +10,11 @@ use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
-use crate::fit::{check_plan, put_json, read_fit};
+use crate::fit::read_fit;
 use crate::output::{CsvRows, MODEL_JSON, ModelFile};
 use crate::pca::Pca;
 use crate::storage::{Location, Storage};
-use crate::work::{FitRecord, ProjectedReport, ShardFeatures, WorkDir};
+use crate::work::{FitRecord, ProjectedReport, ShardFeatures, WorkDir, check_plan};
 
 /// Rows projected at once: a few hundred keeps the f64 working copies small.
 const PROJECTION_CHUNK: usize = 256;
@@ -86,7 +86,9 @@ pub async fn project(
     storage
         .put(&work.projected(shard), Bytes::from(csv))
         .await?;
-    put_json(storage, &work.projected_report(shard), &report).await?;
+    storage
+        .put_json(&work.projected_report(shard), &report)
+        .await?;
     Ok(report)
 }
 

@@ -280,6 +280,22 @@ impl Partial {
     }
 }
 
+/// A shard extracted from another plan's manifest than the current one (plan was run
+/// again into the same work area) must not be merged: its photos are not this plan's.
+pub fn check_plan(plan: &str, shard_plan: &str, shard: usize, place: &Location) -> Result<()> {
+    if shard_plan == plan {
+        return Ok(());
+    }
+    Err(Error::Config(format!(
+        "{place} belongs to another plan of this work area (plan {}, the current one is {plan}): `plan` was run again after shard {shard} was extracted; run `fruitpipe extract --index {shard}` again for every shard, or use a new --work",
+        if shard_plan.is_empty() {
+            "unknown"
+        } else {
+            shard_plan
+        }
+    )))
+}
+
 /// Reads a shard manifest: one input URI per line.
 pub fn parse_manifest(text: &str) -> Result<Vec<Location>> {
     text.lines()

@@ -35,6 +35,17 @@ fn pipeline_output() -> &'static Path {
         .1
 }
 
+/// The first photo, by name, of a class of the run's input.
+fn first_photo(split: &str, class: &str) -> String {
+    let folder = pipeline_output().join("../in").join(split).join(class);
+    let mut photos: Vec<PathBuf> = std::fs::read_dir(&folder)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    photos.sort();
+    photos[0].to_string_lossy().into_owned()
+}
+
 fn identify(args: &[&str]) -> std::process::Command {
     let mut command = fruitpipe();
     command
@@ -80,15 +91,7 @@ fn a_photo_of_the_index_projects_to_its_own_row() {
 fn identify_names_the_fruit_with_its_nearest_photos() {
     let photos: Vec<String> = CLASSES
         .iter()
-        .map(|class| {
-            let folder = pipeline_output().join("../in/Test").join(class);
-            let mut names: Vec<_> = std::fs::read_dir(&folder)
-                .unwrap()
-                .map(|entry| entry.unwrap().path())
-                .collect();
-            names.sort();
-            names[0].to_string_lossy().into_owned()
-        })
+        .map(|class| first_photo("Test", class))
         .collect();
     let mut args = vec!["--json", "--top", "3"];
     args.extend(photos.iter().map(String::as_str));
@@ -158,17 +161,11 @@ fn unreadable_photos_get_a_line_each_and_exit_2_while_the_others_are_answered() 
     let dir = tempfile::tempdir().unwrap();
     let text = dir.path().join("notes.jpg");
     std::fs::write(&text, "not a photo").unwrap();
-    let good = pipeline_output().join("../in/Training/Lemon");
-    let good = std::fs::read_dir(good)
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    let good = first_photo("Training", "Lemon");
     let result = run(&mut identify(&[
         "--json",
         text.to_str().unwrap(),
-        good.to_str().unwrap(),
+        &good,
         "/nonexistent/photo.jpg",
     ]));
     assert_eq!(result.status.code(), Some(2));
@@ -192,17 +189,11 @@ fn unreadable_photos_get_a_line_each_and_exit_2_while_the_others_are_answered() 
 
 #[test]
 fn another_model_than_the_pipelines_is_refused_with_exit_2() {
-    let photo = pipeline_output().join("../in/Test/Banana");
-    let photo = std::fs::read_dir(photo)
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    let photo = first_photo("Test", "Banana");
     let result = run(&mut identify(&[
         "--model",
         logits_model().to_str().unwrap(),
-        photo.to_str().unwrap(),
+        &photo,
     ]));
     assert_eq!(result.status.code(), Some(2));
     assert!(
@@ -214,11 +205,7 @@ fn another_model_than_the_pipelines_is_refused_with_exit_2() {
     let dir = tempfile::tempdir().unwrap();
     let copy = dir.path().join("copy.onnx");
     std::fs::copy(features_model(), &copy).unwrap();
-    let result = run(&mut identify(&[
-        "--model",
-        copy.to_str().unwrap(),
-        photo.to_str().unwrap(),
-    ]));
+    let result = run(&mut identify(&["--model", copy.to_str().unwrap(), &photo]));
     assert_eq!(result.status.code(), Some(0), "{}", stderr(&result));
 
     let result = run(fruitpipe()
@@ -241,17 +228,10 @@ fn catalogue_replaces_the_shipped_one_and_a_broken_one_is_refused() {
         "[\"Banana\"]\ncommon = \"Plantain\"\nbotanical = \"Musa\"\nfamily = \"Musaceae\"\nabout = \"Ours.\"\n",
     )
     .unwrap();
-    let photo = |class: &str| {
-        let folder = pipeline_output().join("../in/Training").join(class);
-        let path = std::fs::read_dir(folder)
-            .unwrap()
-            .next()
-            .unwrap()
-            .unwrap()
-            .path();
-        path.to_string_lossy().into_owned()
-    };
-    let (banana, kiwi) = (photo("Banana"), photo("Kiwi"));
+    let (banana, kiwi) = (
+        first_photo("Training", "Banana"),
+        first_photo("Training", "Kiwi"),
+    );
     let result = run(&mut identify(&[
         "--json",
         "--catalogue",

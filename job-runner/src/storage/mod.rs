@@ -261,6 +261,12 @@ impl Storage {
         }
     }
 
+    /// Writes `value` as pretty JSON, whole, at `location`.
+    pub async fn put_json(&self, location: &Location, value: &impl serde::Serialize) -> Result<()> {
+        let json = serde_json::to_vec_pretty(value).expect("fruitpipe's records serialise");
+        self.put(location, Bytes::from(json)).await
+    }
+
     /// A writer that streams an object of any size to `location` and publishes it whole on
     /// [`ObjectWriter::finish`], with memory for one upload part and no local copy.
     pub async fn writer(&self, location: &Location) -> Result<ObjectWriter<'_>> {
@@ -377,24 +383,26 @@ impl Storage {
         let mut parts = self.start_parts(bucket, key).await?;
         // Parts go up a few at once: a copy is one short request for S3 but a round trip
         // for us, and thousands of them one by one would make assembly latency-bound.
-        let sent: Vec<Result<(CompletedPart, Piece)>> = {
+        // Each part with the bytes S3 copied and the bytes sent from here.
+        let sent: Vec<Result<(CompletedPart, u64, u64)>> = {
             let parts = &parts;
             futures::stream::iter(pieces.iter().enumerate())
                 .map(|(i, piece)| async move {
                     let number = i as i32 + 1;
-                    let part = match piece {
+                    match piece {
                         Piece::Copy(slice) => {
                             let source = s3_parts(&sources[slice.source].0);
-                            parts
+                            let part = parts
                                 .copy_part(number, source, slice.start, slice.end)
-                                .await?
+                                .await?;
+                            Ok((part, slice.len(), 0))
                         }
                         Piece::Upload(slices) => {
                             let data = self.read_slices(sources, slices).await?;
-                            parts.upload_part(number, data).await?
+                            let sent = data.len() as u64;
+                            Ok((parts.upload_part(number, data).await?, 0, sent))
                         }
-                    };
-                    Ok((part, piece.clone()))
+                    }
                 })
                 .buffer_unordered(PARTS_AT_ONCE)
                 .collect()
@@ -402,11 +410,9 @@ impl Storage {
         };
         for outcome in sent {
             match outcome {
-                Ok((part, piece)) => {
-                    match piece {
-                        Piece::Copy(_) => report.copied_bytes += piece.len(),
-                        Piece::Upload(_) => report.sent_bytes += piece.len(),
-                    }
+                Ok((part, copied, sent)) => {
+                    report.copied_bytes += copied;
+                    report.sent_bytes += sent;
                     parts.add(part);
                 }
                 Err(err) => {
