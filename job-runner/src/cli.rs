@@ -60,6 +60,8 @@ pub enum Command {
     Assemble(AssembleArgs),
     /// Tell which fruit each photo shows, with its nearest photos, from a pipeline's output.
     Identify(IdentifyArgs),
+    /// The same over HTTP (POST /v1/identify), with a web page to try it (GET /).
+    Serve(ServeArgs),
 }
 
 #[derive(Debug, Args)]
@@ -248,25 +250,17 @@ pub struct AssembleArgs {
     pub summary_file: Option<String>,
 }
 
+/// Where the engine's model and index come from (`identify` and `serve`).
 #[derive(Debug, Args)]
-pub struct IdentifyArgs {
+pub struct EngineArgs {
     /// A pipeline's output (folder or s3:// prefix) holding pca_model.json and
     /// features_pca.csv
-    #[arg(long, value_name = "URI")]
+    #[arg(long, value_name = "URI", env = "FRUITPIPE_FROM")]
     pub from: String,
-    /// Photos: paths, s3:// URIs, or - for standard input
-    #[arg(required = true, value_name = "PHOTO")]
-    pub photos: Vec<String>,
     /// The feature model, when it is not where pca_model.json says: a copy of the same
     /// file (its sha256 must match)
     #[arg(long, value_name = "URI")]
     pub model: Option<String>,
-    /// One JSON object per line and photo
-    #[arg(long)]
-    pub json: bool,
-    /// Nearest photos to show
-    #[arg(long, value_name = "N", default_value_t = 5)]
-    pub top: usize,
     /// Nearest photos whose similarity-weighted vote names the fruit
     #[arg(long, value_name = "N", default_value_t = fruitpipe_runner::identify::DEFAULT_VOTERS)]
     pub voters: usize,
@@ -281,6 +275,68 @@ pub struct IdentifyArgs {
     pub s3: S3Args,
 }
 
+#[derive(Debug, Args)]
+pub struct IdentifyArgs {
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    /// Photos: paths, s3:// URIs, or - for standard input
+    #[arg(required = true, value_name = "PHOTO")]
+    pub photos: Vec<String>,
+    /// One JSON object per line and photo
+    #[arg(long)]
+    pub json: bool,
+    /// Nearest photos to show
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub top: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    /// Address to listen on (port 0: any free port, printed on stderr)
+    #[arg(
+        long,
+        value_name = "ADDRESS",
+        default_value = "0.0.0.0:8080",
+        env = "FRUITPIPE_LISTEN"
+    )]
+    pub listen: std::net::SocketAddr,
+    /// Largest upload, in bytes; larger ones get 413
+    #[arg(long, value_name = "BYTES", default_value_t = fruitpipe_runner::serve::DEFAULT_MAX_UPLOAD)]
+    pub max_upload: usize,
+    /// Photos identified or waiting for the model at once; more wait, then get 503
+    #[arg(long, value_name = "N", default_value_t = fruitpipe_runner::serve::DEFAULT_MAX_IN_FLIGHT)]
+    pub max_in_flight: usize,
+    /// Seconds an identification may take, waiting included, before it gets 503
+    #[arg(long, value_name = "SECONDS", default_value_t = fruitpipe_runner::serve::DEFAULT_TIMEOUT.as_secs_f64(), value_parser = parse_seconds)]
+    pub timeout: f64,
+    /// Nearest photos per answer (a request may ask for others with ?top=N)
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub top: usize,
+}
+
+impl ServeArgs {
+    pub fn options(&self) -> Result<fruitpipe_runner::serve::ServeOptions> {
+        if self.max_upload == 0
+            || self.max_in_flight == 0
+            || self.top == 0
+            || self.engine.voters == 0
+        {
+            return Err(Error::Config(
+                "--max-upload, --max-in-flight, --top and --voters must be at least 1".into(),
+            ));
+        }
+        Ok(fruitpipe_runner::serve::ServeOptions {
+            max_upload: self.max_upload,
+            max_in_flight: self.max_in_flight,
+            timeout: std::time::Duration::from_secs_f64(self.timeout),
+            top: self.top,
+            voters: self.engine.voters,
+        })
+    }
+}
+
 impl Command {
     pub fn name(&self) -> &'static str {
         match self {
@@ -291,6 +347,7 @@ impl Command {
             Command::Project(_) => "project",
             Command::Assemble(_) => "assemble",
             Command::Identify(_) => "identify",
+            Command::Serve(_) => "serve",
         }
     }
 
@@ -302,7 +359,7 @@ impl Command {
             Command::Fit(args) => args.summary_file.as_deref(),
             Command::Project(args) => args.summary_file.as_deref(),
             Command::Assemble(args) => args.summary_file.as_deref(),
-            Command::Identify(_) => None,
+            Command::Identify(_) | Command::Serve(_) => None,
         }
     }
 }

@@ -5,7 +5,8 @@
 //! compared by cosine similarity with every row of `features_pca.csv`. The prediction is a
 //! similarity-weighted vote of the nearest rows.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
 use std::time::Instant;
 
 use serde::Serialize;
@@ -31,6 +32,8 @@ pub struct Index {
     pub k: usize,
     /// `len * k` floats, a unit row per photo.
     units: Vec<f32>,
+    /// Row numbers in the order of their paths, to look a path up.
+    by_path: Vec<u32>,
 }
 
 /// One photo of the index, and how like the query it is.
@@ -56,7 +59,21 @@ pub struct Identification {
     pub votes: Vec<Vote>,
     /// What the catalogue says about the predicted fruit (null when it has no entry).
     pub fruit: Option<Fruit>,
+    /// The most likely fruits, best first: each label among the nearest photos with the
+    /// similarity of its nearest photo.
+    pub fruits: Vec<Candidate>,
 }
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Candidate {
+    pub label: String,
+    /// The catalogue's common name, else the label.
+    pub name: String,
+    pub similarity: f64,
+}
+
+/// How many nearest photos are searched for the other likely fruits.
+const CANDIDATE_DEPTH: usize = 50;
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Vote {
@@ -85,6 +102,7 @@ impl Index {
             labels: Vec::new(),
             k,
             units: Vec::new(),
+            by_path: Vec::new(),
         };
         let mut record = csv::StringRecord::new();
         let mut row = vec![0f32; k];
@@ -112,7 +130,20 @@ impl Index {
         if index.paths.is_empty() {
             return Err(unreadable("it has no rows".into()));
         }
+        let rows = u32::try_from(index.paths.len())
+            .map_err(|_| unreadable("it has more than 4 billion rows".into()))?;
+        index.by_path = (0..rows).collect();
+        index
+            .by_path
+            .sort_unstable_by(|a, b| index.paths[*a as usize].cmp(&index.paths[*b as usize]));
         Ok(index)
+    }
+
+    /// Whether `path` is, exactly, the path of a photo of the index.
+    pub fn contains(&self, path: &str) -> bool {
+        self.by_path
+            .binary_search_by(|row| self.paths[*row as usize].as_str().cmp(path))
+            .is_ok()
     }
 
     pub fn len(&self) -> usize {
@@ -178,14 +209,15 @@ pub fn vote(voters: &[Neighbour]) -> Vec<Vote> {
         .collect()
 }
 
-/// The model, the projection and the index, loaded once.
+/// The model, the projection and the index, loaded once and shared: the index is read
+/// by every request at once, the model (one inference session) by one at a time.
 pub struct Engine {
-    model: Model,
+    model: Mutex<Model>,
     pub pca: Pca,
     pub feature_model: ModelInfo,
     pub index: Index,
     pub catalogue: Catalogue,
-    limits: PhotoLimits,
+    pub limits: PhotoLimits,
 }
 
 impl Engine {
@@ -232,7 +264,7 @@ impl Engine {
             "loaded the index"
         );
         Ok(Engine {
-            model: loaded,
+            model: Mutex::new(loaded),
             pca: file.pca,
             feature_model: file.feature_model,
             index,
@@ -242,7 +274,7 @@ impl Engine {
     }
 
     /// The photo's components, exactly as the pipeline projected its own photos.
-    pub fn components(&mut self, photo: &str, bytes: &[u8]) -> Result<Vec<f64>> {
+    pub fn components(&self, photo: &str, bytes: &[u8]) -> Result<Vec<f64>> {
         let preprocessing = &self.feature_model.preprocessing;
         let tensor = preprocessing
             .tensor_from_bytes(bytes, self.limits.max_pixels)
@@ -250,22 +282,29 @@ impl Engine {
                 uri: photo.to_string(),
                 reason: unusable.to_string(),
             })?;
-        let features = self.model.features(&tensor, 1)?;
+        let features = self
+            .model
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .features(&tensor, 1)?;
         Ok(self.pca.project(&features))
     }
 
     /// Names the fruit in one photo: its `top` nearest photos, and the vote of the
     /// `voters` nearest.
     pub fn identify(
-        &mut self,
+        &self,
         photo: &str,
         bytes: &[u8],
         top: usize,
         voters: usize,
     ) -> Result<Identification> {
         let components = self.components(photo, bytes)?;
-        let nearest = self.index.nearest(&components, top.max(voters).max(1));
+        let nearest = self
+            .index
+            .nearest(&components, top.max(voters).max(CANDIDATE_DEPTH));
         let votes = vote(&nearest[..voters.max(1).min(nearest.len())]);
+        let fruits = self.candidates(&nearest, top);
         let label = votes[0].label.clone();
         let score = nearest
             .iter()
@@ -279,7 +318,26 @@ impl Engine {
             score,
             neighbours: nearest.into_iter().take(top).collect(),
             votes,
+            fruits,
         })
+    }
+
+    /// The first `count` distinct labels of `nearest` (most similar first).
+    fn candidates(&self, nearest: &[Neighbour], count: usize) -> Vec<Candidate> {
+        let mut seen = HashSet::new();
+        nearest
+            .iter()
+            .filter(|neighbour| seen.insert(neighbour.label.as_str()))
+            .take(count)
+            .map(|neighbour| Candidate {
+                label: neighbour.label.clone(),
+                name: self
+                    .catalogue
+                    .lookup(&neighbour.label)
+                    .map_or_else(|| neighbour.label.clone(), |fruit| fruit.common.clone()),
+                similarity: neighbour.similarity,
+            })
+            .collect()
     }
 }
 
@@ -368,6 +426,8 @@ mod tests {
             ["a.jpg", "c.jpg"]
         );
         assert!(nearest[0].similarity > nearest[1].similarity);
+        assert!(index.contains("b.jpg") && index.contains("a.jpg") && index.contains("c.jpg"));
+        assert!(!index.contains("d.jpg") && !index.contains("./a.jpg") && !index.contains(""));
         assert!(Index::from_csv(b"path,label,pc_1\n", &place).is_err());
         assert!(Index::from_csv(b"a,b\n1,2\n", &place).is_err());
         assert!(Index::from_csv(b"path,label,pc_1\nx,y,z\n", &place).is_err());

@@ -18,6 +18,7 @@ pub mod pca;
 pub mod plan;
 pub mod project;
 pub mod run;
+pub mod serve;
 pub mod stats;
 pub mod storage;
 pub mod work;

@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 
 use cli::{Cli, Command, LogFormat};
 use fruitpipe_runner::error::{Error, Result};
+use fruitpipe_runner::identify::{Engine, Identification};
 use fruitpipe_runner::run::{load_model, run};
 use fruitpipe_runner::storage::compose::ComposeLimits;
 use fruitpipe_runner::storage::{Location, Storage};
@@ -183,28 +184,51 @@ async fn execute(command: Command) -> Result<Value> {
             }))
         }
         Command::Identify(args) => identify(args).await,
+        Command::Serve(args) => serve(args).await,
     }
 }
 
-/// Answers every photo it can; one that cannot be read gets a line on stderr and makes
-/// the exit code 2 at the end.
-async fn identify(args: cli::IdentifyArgs) -> Result<Value> {
-    let storage = Storage::new(args.s3.options());
+/// The model, the index and the catalogue that `identify` and `serve` answer with.
+async fn load_engine(storage: Arc<Storage>, args: cli::EngineArgs) -> Result<Engine> {
     let from = Location::parse(&args.from)?;
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let threads = args.threads.unwrap_or(cores).max(1);
-    let mut engine =
-        fruitpipe_runner::identify::Engine::load(&storage, &from, args.model.as_deref(), threads)
-            .await?;
+    let mut engine = Engine::load(&storage, &from, args.model.as_deref(), threads).await?;
     if let Some(uri) = &args.catalogue {
         let bytes = storage.get(&Location::parse(uri)?).await?;
         let text = String::from_utf8_lossy(&bytes);
         engine.catalogue = fruitpipe_runner::catalogue::Catalogue::parse(&text, uri)?;
     }
+    Ok(engine)
+}
+
+async fn serve(args: cli::ServeArgs) -> Result<Value> {
+    let options = args.options()?;
+    Location::parse(&args.engine.from)?;
+    let storage = Arc::new(Storage::new(args.engine.s3.options()));
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|err| {
+            Error::Config(format!(
+                "cannot listen on {}: {err}; choose another --listen address or port",
+                args.listen
+            ))
+        })?;
+    let load = load_engine(storage.clone(), args.engine);
+    fruitpipe_runner::serve::serve(listener, storage, load, options).await?;
+    Ok(json!({ "phase": "serve" }))
+}
+
+/// Answers every photo it can; one that cannot be read gets a line on stderr and makes
+/// the exit code 2 at the end.
+async fn identify(args: cli::IdentifyArgs) -> Result<Value> {
+    let storage = Arc::new(Storage::new(args.engine.s3.options()));
+    let voters = args.engine.voters;
+    let engine = load_engine(storage.clone(), args.engine).await?;
     let mut failed = 0;
     for photo in &args.photos {
         let answer = match read_photo(&storage, photo).await {
-            Ok(bytes) => engine.identify(photo, &bytes, args.top, args.voters),
+            Ok(bytes) => engine.identify(photo, &bytes, args.top, voters),
             Err(err) => Err(err),
         };
         match answer {
@@ -240,7 +264,7 @@ async fn read_photo(storage: &Storage, photo: &str) -> Result<bytes::Bytes> {
     storage.get(&Location::parse(photo)?).await
 }
 
-fn print_identification(found: &fruitpipe_runner::identify::Identification) {
+fn print_identification(found: &Identification) {
     let share = found.votes.first().map_or(0.0, |vote| vote.share);
     println!(
         "{}: {} (similarity {:.3}, {:.0}% of the vote)",

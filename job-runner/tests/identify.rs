@@ -69,7 +69,7 @@ fn a_photo_of_the_index_projects_to_its_own_row() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let storage = Storage::local();
     let from = Location::Local(pipeline_output().to_path_buf());
-    let mut engine = runtime
+    let engine = runtime
         .block_on(Engine::load(&storage, &from, None, 1))
         .unwrap();
     assert_eq!(engine.index.len(), rows.len() - 1);

@@ -4,6 +4,7 @@
 
 mod fault_proxy;
 mod s3_server;
+pub mod serve;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
