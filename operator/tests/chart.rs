@@ -169,7 +169,10 @@ fn operator_deployment(manifests: &[Value]) -> Deployment {
     round_trip(
         manifests
             .iter()
-            .find(|manifest| manifest["kind"] == "Deployment")
+            .find(|manifest| {
+                manifest["kind"] == "Deployment"
+                    && manifest["metadata"]["name"] == "fp-fruitpipe-operator"
+            })
             .expect("the chart renders the operator Deployment"),
     )
 }
@@ -283,6 +286,8 @@ fn wrong_values_fail_at_install_time() {
         "image.pullPolicy=Sometimes",
         "metrics.port=0",
         "nonsense=1",
+        "identify.from=/local/folder",
+        "identify.service.type=Ingress",
     ] {
         let output = template(&["--set", bad]);
         assert!(!output.status.success(), "helm accepted --set {bad}");
@@ -313,5 +318,117 @@ fn the_chart_carries_the_same_crd_as_crds() {
     assert!(
         chart == top,
         "charts/fruitpipe/crds/fruitpipeline.yaml differs from crds/: run scripts/sync-crd.sh"
+    );
+}
+
+#[test]
+fn the_identify_service_is_off_by_default_and_locked_down_when_on() {
+    let off = render(&[]);
+    assert!(
+        !off.iter()
+            .any(|manifest| manifest["metadata"]["name"] == "fp-fruitpipe-identify"),
+        "identify is opt-in"
+    );
+
+    let manifests = render(&[
+        "--set",
+        "identify.enabled=true",
+        "--set",
+        "identify.from=s3://fruits/out",
+        "--set",
+        "runner.serviceAccount.namespace=pipelines",
+        "--set",
+        "runner.s3.endpoint=http://minio.storage.svc:9000",
+        "--set",
+        "runner.s3.credentialsSecret=minio-credentials",
+        "--set",
+        "identify.extraArgs={--max-upload,5000000}",
+    ]);
+    let named = |kind: &str| {
+        manifests
+            .iter()
+            .find(|manifest| {
+                manifest["kind"] == kind && manifest["metadata"]["name"] == "fp-fruitpipe-identify"
+            })
+            .unwrap_or_else(|| panic!("no identify {kind}"))
+    };
+    let deployment: Deployment = round_trip(named("Deployment"));
+    let service: Service = round_trip(named("Service"));
+    // Where the pipelines run, as their account, so that S3 works the same way.
+    assert_eq!(deployment.metadata.namespace.as_deref(), Some("pipelines"));
+    assert_eq!(service.metadata.namespace.as_deref(), Some("pipelines"));
+    let spec = deployment.spec.unwrap();
+    let selector = spec.selector.match_labels.unwrap();
+    assert_eq!(selector["app.kubernetes.io/component"], "identify");
+    assert_eq!(
+        service.spec.unwrap().selector.unwrap(),
+        selector,
+        "the Service selects the identify pods, not the operator"
+    );
+    let pod = spec.template.spec.unwrap();
+    assert_eq!(
+        pod.service_account_name.as_deref(),
+        Some("fp-fruitpipe-runner")
+    );
+    let container = &pod.containers[0];
+    assert_eq!(
+        container.args.as_deref().unwrap(),
+        ["serve", "--max-upload", "5000000"]
+    );
+    let probe_path = |probe: &Option<Probe>| {
+        probe
+            .as_ref()
+            .and_then(|probe| probe.http_get.as_ref())
+            .and_then(|get| get.path.clone())
+    };
+    assert_eq!(
+        probe_path(&container.readiness_probe).as_deref(),
+        Some("/readyz")
+    );
+    assert_eq!(
+        probe_path(&container.liveness_probe).as_deref(),
+        Some("/healthz")
+    );
+    let security = container.security_context.as_ref().unwrap();
+    assert_eq!(
+        (
+            security.read_only_root_filesystem,
+            security.allow_privilege_escalation,
+            security.run_as_non_root
+        ),
+        (Some(true), Some(false), Some(true))
+    );
+    assert_eq!(
+        security.capabilities.as_ref().unwrap().drop.as_deref(),
+        Some(&["ALL".to_string()][..])
+    );
+    assert_eq!(
+        pod.security_context.unwrap().seccomp_profile.unwrap().type_,
+        "RuntimeDefault"
+    );
+    let env = container.env.clone().unwrap();
+    let value = |name: &str| {
+        env.iter()
+            .find(|var| var.name == name)
+            .unwrap_or_else(|| panic!("no {name}"))
+            .clone()
+    };
+    assert_eq!(
+        value("FRUITPIPE_FROM").value.as_deref(),
+        Some("s3://fruits/out")
+    );
+    assert_eq!(
+        value("AWS_ENDPOINT_URL").value.as_deref(),
+        Some("http://minio.storage.svc:9000")
+    );
+    let secret = value("AWS_SECRET_ACCESS_KEY").value_from.unwrap();
+    assert_eq!(secret.secret_key_ref.unwrap().name, "minio-credentials");
+
+    let missing = template(&["--set", "identify.enabled=true"]);
+    assert!(!missing.status.success(), "identify without a source");
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("identify/from"),
+        "{}",
+        String::from_utf8_lossy(&missing.stderr)
     );
 }

@@ -16,6 +16,12 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/component: operator
 {{- end -}}
 
+{{- define "fruitpipe.identifySelectorLabels" -}}
+app.kubernetes.io/name: fruitpipe
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: identify
+{{- end -}}
+
 {{- define "fruitpipe.image" -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
 {{- end -}}
