@@ -2,7 +2,10 @@
 //! with the same model, size, batch and threads as `fruitpipe run`. Used by
 //! bench/throughput.sh as the baseline `fruitpipe run` is compared with.
 //!
-//! cargo run --release --example inference_floor -- MODEL PHOTO_DIR IMAGES SIZE BATCH THREADS
+//! cargo run --release --example inference_floor -- MODEL PHOTO_DIR IMAGES SIZE BATCH THREADS [SPIN]
+//!
+//! SPIN is 1 (ONNX Runtime's default: worker threads spin between parallel parts, as in
+//! `fruitpipe run`) or 0 (they sleep, as in `fruitpipe serve`).
 
 use std::time::Instant;
 
@@ -11,8 +14,12 @@ use fruitpipe_runner::model::Model;
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [model, photos, images, size, batch, threads] = args.as_slice() else {
-        anyhow::bail!("usage: inference_floor MODEL PHOTO_DIR IMAGES SIZE BATCH THREADS");
+    let (args, spin) = match args.as_slice() {
+        [rest @ .., spin] if rest.len() == 6 => (rest, spin != "0"),
+        rest => (rest, true),
+    };
+    let [model, photos, images, size, batch, threads] = args else {
+        anyhow::bail!("usage: inference_floor MODEL PHOTO_DIR IMAGES SIZE BATCH THREADS [SPIN]");
     };
     let (images, size, batch, threads): (usize, u32, usize, usize) = (
         images.parse()?,
@@ -21,7 +28,8 @@ fn main() -> anyhow::Result<()> {
         threads.parse()?,
     );
     let bytes = std::fs::read(model)?;
-    let mut model = Model::load(&bytes, model, Preset::Lite, Some(size), threads)?;
+    let mut model =
+        Model::load_with_spinning(&bytes, model, Preset::Lite, Some(size), threads, spin)?;
 
     // Decode a batch worth of distinct photos once; inference cost does not depend on
     // the pixel values, so cycling through them measures the network alone.

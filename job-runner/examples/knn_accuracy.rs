@@ -5,7 +5,8 @@
 //!
 //! cargo run --release --example knn_accuracy -- OUTPUT/features_pca.csv
 
-use fruitpipe_runner::identify::{Neighbour, vote};
+use fruitpipe_runner::identify::vote;
+use fruitpipe_runner::index::Neighbour;
 
 struct Photo {
     label: String,

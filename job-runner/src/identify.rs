@@ -14,9 +14,10 @@ use serde::Serialize;
 use crate::catalogue::{Catalogue, Fruit};
 use crate::error::{Error, Result};
 use crate::extract::PhotoLimits;
+use crate::index::{Index, Neighbour};
 use crate::model::{Model, ModelInfo};
 use crate::output::{FEATURES_CSV, MODEL_JSON, ModelFile};
-use crate::pca::Pca;
+use crate::pca::{Pca, Projector};
 use crate::storage::{Location, Storage};
 
 /// Nearest rows that vote, unless told otherwise. Measured on the 4,250-photo sample
@@ -24,26 +25,6 @@ use crate::storage::{Location, Storage};
 /// 97.76%, 10-NN 97.41%: with about 40 photos per variety, the neighbours after the first
 /// are more often a sister variety. More photos per variety may change that.
 pub const DEFAULT_VOTERS: usize = 1;
-
-/// Every photo of a pipeline's output, its components scaled to unit length.
-pub struct Index {
-    pub paths: Vec<String>,
-    pub labels: Vec<String>,
-    pub k: usize,
-    /// `len * k` floats, a unit row per photo.
-    units: Vec<f32>,
-    /// Row numbers in the order of their paths, to look a path up.
-    by_path: Vec<u32>,
-}
-
-/// One photo of the index, and how like the query it is.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct Neighbour {
-    pub path: String,
-    pub label: String,
-    /// Cosine similarity with the query, in [-1, 1].
-    pub similarity: f64,
-}
 
 /// What the engine says about one photo (`identify --json` prints one per line).
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -81,110 +62,6 @@ pub struct Vote {
     pub share: f64,
 }
 
-impl Index {
-    /// Reads `path,label,pc_1..pc_k` rows.
-    pub fn from_csv(bytes: &[u8], what: &Location) -> Result<Index> {
-        let unreadable = |why: String| {
-            Error::Input(format!(
-                "{what} is not a features_pca.csv ({why}); give --from the output of a fruitpipe run"
-            ))
-        };
-        let mut reader = csv::Reader::from_reader(bytes);
-        let header = reader
-            .headers()
-            .map_err(|err| unreadable(err.to_string()))?;
-        if header.len() < 3 || &header[0] != "path" || &header[1] != "label" {
-            return Err(unreadable("its header is not path,label,pc_1,...".into()));
-        }
-        let k = header.len() - 2;
-        let mut index = Index {
-            paths: Vec::new(),
-            labels: Vec::new(),
-            k,
-            units: Vec::new(),
-            by_path: Vec::new(),
-        };
-        let mut record = csv::StringRecord::new();
-        let mut row = vec![0f32; k];
-        while reader
-            .read_record(&mut record)
-            .map_err(|err| unreadable(err.to_string()))?
-        {
-            if record.len() != k + 2 {
-                return Err(unreadable(format!(
-                    "a row has {} fields, the header {}",
-                    record.len(),
-                    k + 2
-                )));
-            }
-            for (value, text) in row.iter_mut().zip(record.iter().skip(2)) {
-                *value = text
-                    .parse()
-                    .map_err(|_| unreadable(format!("'{text}' is not a number")))?;
-            }
-            let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-20);
-            index.units.extend(row.iter().map(|v| v / norm));
-            index.paths.push(record[0].to_string());
-            index.labels.push(record[1].to_string());
-        }
-        if index.paths.is_empty() {
-            return Err(unreadable("it has no rows".into()));
-        }
-        let rows = u32::try_from(index.paths.len())
-            .map_err(|_| unreadable("it has more than 4 billion rows".into()))?;
-        index.by_path = (0..rows).collect();
-        index
-            .by_path
-            .sort_unstable_by(|a, b| index.paths[*a as usize].cmp(&index.paths[*b as usize]));
-        Ok(index)
-    }
-
-    /// Whether `path` is, exactly, the path of a photo of the index.
-    pub fn contains(&self, path: &str) -> bool {
-        self.by_path
-            .binary_search_by(|row| self.paths[*row as usize].as_str().cmp(path))
-            .is_ok()
-    }
-
-    pub fn len(&self) -> usize {
-        self.paths.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.paths.is_empty()
-    }
-
-    /// The `count` rows most similar to `query` (cosine), most similar first; ties go to
-    /// the earlier row.
-    pub fn nearest(&self, query: &[f64], count: usize) -> Vec<Neighbour> {
-        let norm = query.iter().map(|v| v * v).sum::<f64>().sqrt().max(1e-300);
-        let unit: Vec<f32> = query.iter().map(|v| (v / norm) as f32).collect();
-        let mut scored: Vec<(f32, usize)> = self
-            .units
-            .chunks_exact(self.k)
-            .enumerate()
-            .map(|(i, row)| (row.iter().zip(&unit).map(|(a, b)| a * b).sum(), i))
-            .collect();
-        let count = count.min(scored.len());
-        if count == 0 {
-            return Vec::new();
-        }
-        let by_similarity =
-            |a: &(f32, usize), b: &(f32, usize)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
-        scored.select_nth_unstable_by(count - 1, by_similarity);
-        scored.truncate(count);
-        scored.sort_by(by_similarity);
-        scored
-            .into_iter()
-            .map(|(similarity, i)| Neighbour {
-                path: self.paths[i].clone(),
-                label: self.labels[i].clone(),
-                similarity: f64::from(similarity),
-            })
-            .collect()
-    }
-}
-
 /// The similarity-weighted vote of `voters`: each label's share of the summed similarity
 /// (negative similarities count as 0), largest first; a tie goes to the label of the
 /// nearer photo.
@@ -214,6 +91,7 @@ pub fn vote(voters: &[Neighbour]) -> Vec<Vote> {
 pub struct Engine {
     model: Mutex<Model>,
     pub pca: Pca,
+    projector: Projector,
     pub feature_model: ModelInfo,
     pub index: Index,
     pub catalogue: Catalogue,
@@ -265,6 +143,7 @@ impl Engine {
         );
         Ok(Engine {
             model: Mutex::new(loaded),
+            projector: file.pca.projector(),
             pca: file.pca,
             feature_model: file.feature_model,
             index,
@@ -287,7 +166,7 @@ impl Engine {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .features(&tensor, 1)?;
-        Ok(self.pca.project(&features))
+        Ok(self.projector.project(&features))
     }
 
     /// Names the fruit in one photo: its `top` nearest photos, and the vote of the
@@ -361,12 +240,14 @@ async fn load_feature_model(
     let uri = uri.to_string();
     let model = tokio::task::spawn_blocking(move || {
         let preprocessing = &recorded.preprocessing;
-        let model = Model::load(
+        // The engine answers one photo at a time between other work: no spinning threads.
+        let model = Model::load_with_spinning(
             &bytes,
             &uri,
             preprocessing.preset,
             Some(preprocessing.size),
             threads,
+            false,
         )?;
         if model.info.sha256 != recorded.sha256 {
             return Err(Error::Config(format!(
@@ -413,23 +294,5 @@ mod tests {
         let votes = vote(&[neighbour("Kiwi", -0.2), neighbour("Lemon", 0.1)]);
         assert_eq!(votes[0].label, "Lemon");
         assert_eq!(votes[1].share, 0.0);
-    }
-
-    #[test]
-    fn the_index_finds_the_most_similar_rows_first() {
-        let csv = b"path,label,pc_1,pc_2\na.jpg,A,1,0\nb.jpg,B,0,1\nc.jpg,A,0.9,0.1\n";
-        let place = Location::parse("x.csv").unwrap();
-        let index = Index::from_csv(csv, &place).unwrap();
-        let nearest = index.nearest(&[2.0, 0.1], 2);
-        assert_eq!(
-            nearest.iter().map(|n| n.path.as_str()).collect::<Vec<_>>(),
-            ["a.jpg", "c.jpg"]
-        );
-        assert!(nearest[0].similarity > nearest[1].similarity);
-        assert!(index.contains("b.jpg") && index.contains("a.jpg") && index.contains("c.jpg"));
-        assert!(!index.contains("d.jpg") && !index.contains("./a.jpg") && !index.contains(""));
-        assert!(Index::from_csv(b"path,label,pc_1\n", &place).is_err());
-        assert!(Index::from_csv(b"a,b\n1,2\n", &place).is_err());
-        assert!(Index::from_csv(b"path,label,pc_1\nx,y,z\n", &place).is_err());
     }
 }

@@ -12,6 +12,7 @@ pub mod extract;
 pub mod fit;
 pub mod identify;
 pub mod imaging;
+pub mod index;
 pub mod model;
 pub mod output;
 pub mod pca;

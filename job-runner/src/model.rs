@@ -140,6 +140,21 @@ impl Model {
         requested_size: Option<u32>,
         threads: usize,
     ) -> Result<Model> {
+        Model::load_with_spinning(bytes, uri, preset, requested_size, threads, true)
+    }
+
+    /// [`Model::load`], choosing whether ONNX Runtime's worker threads spin between the
+    /// parallel parts of an inference (its default) or sleep. Spinning is fastest when
+    /// inference is all the process does; a server answering one photo at a time is faster
+    /// without it, as the spinning threads take the cores its requests need (bench/serve.sh).
+    pub fn load_with_spinning(
+        bytes: &[u8],
+        uri: &str,
+        preset: Preset,
+        requested_size: Option<u32>,
+        threads: usize,
+        spinning: bool,
+    ) -> Result<Model> {
         let environment = environment()?;
         let not_a_model = |err: String| {
             Error::Input(format!(
@@ -150,6 +165,11 @@ impl Model {
             .and_then(|builder| {
                 builder
                     .with_intra_threads(threads)
+                    .map_err(ort::Error::<()>::from)
+            })
+            .and_then(|builder| {
+                builder
+                    .with_intra_op_spinning(spinning)
                     .map_err(ort::Error::<()>::from)
             })
             .and_then(|mut builder| builder.commit_from_memory(bytes))

@@ -217,30 +217,60 @@ impl Pca {
 
     /// Projects rows (row-major, `dim` floats each) onto the components: `n x k`, row-major.
     pub fn project(&self, rows: &[f32]) -> Vec<f64> {
-        let dim = self.dim();
-        let n = rows.len() / dim;
-        let standardized = Mat::from_fn(n, dim, |i, j| {
-            (f64::from(rows[i * dim + j]) - self.mean[j]) / self.scale[j]
-        });
-        let loadings = Mat::from_fn(dim, self.k, |j, c| self.components[c][j]);
-        let mut projected = Mat::<f64>::zeros(n, self.k);
-        matmul(
-            projected.as_mut(),
-            Accum::Replace,
-            standardized.as_ref(),
-            loadings.as_ref(),
-            1.0,
-            Par::Seq,
-        );
+        self.projector().project(rows)
+    }
+
+    /// The projection laid out for repeated use: building the loadings matrix costs more
+    /// than projecting one photo with it (`fruitpipe serve` projects one photo a request).
+    pub fn projector(&self) -> Projector {
         let divisors: Vec<f64> = (0..self.k)
             .map(|c| match self.eigenvalues[c] {
                 value if self.whiten && value > 0.0 => value.sqrt(),
                 _ => 1.0,
             })
             .collect();
+        Projector {
+            k: self.k,
+            mean: self.mean.clone(),
+            scale: self.scale.clone(),
+            loadings: Mat::from_fn(self.dim(), self.k, |j, c| self.components[c][j]),
+            divisors,
+        }
+    }
+}
+
+/// A [`Pca`] ready to project many batches of photos.
+pub struct Projector {
+    k: usize,
+    mean: Vec<f64>,
+    scale: Vec<f64>,
+    /// `dim x k`.
+    loadings: Mat<f64>,
+    /// What each component is divided by: the square root of its eigenvalue when
+    /// whitening, else 1.
+    divisors: Vec<f64>,
+}
+
+impl Projector {
+    /// `rows`: photos of `dim` features each, back to back; returns `k` components each.
+    pub fn project(&self, rows: &[f32]) -> Vec<f64> {
+        let dim = self.mean.len();
+        let n = rows.len() / dim;
+        let standardized = Mat::from_fn(n, dim, |i, j| {
+            (f64::from(rows[i * dim + j]) - self.mean[j]) / self.scale[j]
+        });
+        let mut projected = Mat::<f64>::zeros(n, self.k);
+        matmul(
+            projected.as_mut(),
+            Accum::Replace,
+            standardized.as_ref(),
+            self.loadings.as_ref(),
+            1.0,
+            Par::Seq,
+        );
         let mut out = Vec::with_capacity(n * self.k);
         for i in 0..n {
-            out.extend((0..self.k).map(|c| projected[(i, c)] / divisors[c]));
+            out.extend((0..self.k).map(|c| projected[(i, c)] / self.divisors[c]));
         }
         out
     }

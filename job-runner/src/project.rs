@@ -115,8 +115,9 @@ fn csv_part(
         )));
     }
     let chunk = PROJECTION_CHUNK * features.dim;
+    let projector = pca.projector();
     for (first, block) in features.rows.chunks(chunk).enumerate() {
-        let projected = pca.project(block);
+        let projected = projector.project(block);
         for (offset, components) in projected.chunks_exact(pca.k).enumerate() {
             let index = first * PROJECTION_CHUNK + offset;
             rows.write(&features.paths[index], &features.labels[index], components);
