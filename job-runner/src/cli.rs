@@ -1,7 +1,5 @@
 //! Command-line flags. Names are a contract: the operator and scripts rely on them.
 
-use std::io::IsTerminal;
-
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use fruitpipe_runner::error::{Error, Result};
@@ -9,6 +7,7 @@ use fruitpipe_runner::extract::{DEFAULT_MAX_PHOTO_BYTES, PhotoLimits};
 use fruitpipe_runner::fit::FitOptions;
 use fruitpipe_runner::imaging::{DEFAULT_MAX_PIXELS, Preset};
 use fruitpipe_runner::pca::Components;
+use fruitpipe_runner::progress::Display;
 use fruitpipe_runner::run::{ModelOptions, RunOptions};
 use fruitpipe_runner::storage::{DEFAULT_S3_ATTEMPT_TIMEOUT, Location, S3Options};
 
@@ -36,6 +35,17 @@ pub struct Cli {
     /// Log format on stderr (RUST_LOG sets the level).
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "FRUITPIPE_LOG_FORMAT")]
     pub log_format: LogFormat,
+
+    /// When stderr is not a terminal, seconds between progress lines of a phase (also
+    /// logged at each shard's end); on a terminal a bar shows progress instead
+    #[arg(long, global = true, value_name = "SECONDS", env = "FRUITPIPE_PROGRESS_INTERVAL", default_value_t = fruitpipe_runner::progress::DEFAULT_INTERVAL.as_secs_f64(), value_parser = parse_seconds)]
+    pub progress_interval: f64,
+}
+
+impl Cli {
+    pub fn progress(&self) -> Display {
+        Display::for_stderr(std::time::Duration::from_secs_f64(self.progress_interval))
+    }
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -417,7 +427,7 @@ impl PcaArgs {
 }
 
 impl RunArgs {
-    pub fn options(&self) -> Result<RunOptions> {
+    pub fn options(&self, progress: Display) -> Result<RunOptions> {
         Ok(RunOptions {
             input: Location::parse(&self.input)?,
             include: self.include.clone(),
@@ -427,7 +437,7 @@ impl RunArgs {
             limits: self.model.limits()?,
             shard_size: self.shard_size,
             fit: self.pca.options()?,
-            progress: std::io::stderr().is_terminal(),
+            progress,
         })
     }
 }

@@ -77,6 +77,10 @@ pub async fn extract(
     let plan = read_plan(storage, work).await?;
     let photos = read_manifest(storage, work, shard).await?;
     let images = photos.len() as u64;
+    if progress.length().is_none() {
+        // A pod's only shard: its size is the whole.
+        progress.set_length(images);
+    }
     let (info, preprocessing) = {
         let model = model.lock().expect("model lock");
         (model.info.clone(), model.info.preprocessing)

@@ -17,6 +17,7 @@ pub mod model;
 pub mod output;
 pub mod pca;
 pub mod plan;
+pub mod progress;
 pub mod project;
 pub mod run;
 pub mod serve;

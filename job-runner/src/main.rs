@@ -6,12 +6,12 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
 use clap::Parser;
-use indicatif::ProgressBar;
 use serde_json::{Value, json};
 
 use cli::{Cli, Command, LogFormat};
 use fruitpipe_runner::error::{Error, Result};
 use fruitpipe_runner::identify::{Engine, Identification};
+use fruitpipe_runner::progress::{Display, Progress};
 use fruitpipe_runner::run::{load_model, run};
 use fruitpipe_runner::storage::compose::ComposeLimits;
 use fruitpipe_runner::storage::{Location, Storage};
@@ -41,7 +41,8 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("cannot start the async runtime");
-    let outcome = runtime.block_on(execute(cli.command));
+    let progress = cli.progress();
+    let outcome = runtime.block_on(execute(cli.command, progress));
 
     let (code, summary) = match outcome {
         Ok(summary) => (0, summary),
@@ -59,11 +60,11 @@ fn main() -> ExitCode {
     ExitCode::from(code as u8)
 }
 
-async fn execute(command: Command) -> Result<Value> {
+async fn execute(command: Command, progress: Display) -> Result<Value> {
     match command {
         Command::Run(args) => {
             let storage = Arc::new(Storage::new(args.s3.options()));
-            let options = args.options()?;
+            let options = args.options(progress)?;
             let summary = run(storage, &options).await?;
             eprintln!(
                 "wrote {} ({} photos, k = {}, {:.1}% of the variance; {} skipped, see {})",
@@ -93,7 +94,7 @@ async fn execute(command: Command) -> Result<Value> {
                 args.include.as_deref(),
                 &work,
                 args.shard_size,
-                &ProgressBar::hidden(),
+                Progress::hidden("plan").bar(),
             )
             .await?;
             println!("{} shards, {} images", plan.shards, plan.images);
@@ -106,6 +107,12 @@ async fn execute(command: Command) -> Result<Value> {
             let model = Arc::new(Mutex::new(
                 load_model(&storage, &args.model.options()).await?,
             ));
+            let extracting = Progress::start(
+                "extract",
+                None,
+                progress,
+                "extracting [{bar:40}] {pos}/{len} photos, {per_sec}, ETA {eta}",
+            );
             let report = extract::extract(
                 &storage,
                 &model,
@@ -113,9 +120,10 @@ async fn execute(command: Command) -> Result<Value> {
                 index,
                 args.model.batch,
                 args.model.limits()?,
-                &ProgressBar::hidden(),
+                extracting.bar(),
             )
             .await?;
+            extracting.shard_done(index);
             println!(
                 "shard {index}: {} images, {} used, {} skipped",
                 report.images,
@@ -153,7 +161,10 @@ async fn execute(command: Command) -> Result<Value> {
             let work = WorkDir::new(Location::parse(&args.work)?);
             let index = args.index()?;
             let projection = project::load_projection(&storage, &work).await?;
+            let projecting = Progress::start("project", None, progress, "projecting {pos} photos");
             let report = project::project(&storage, &work, &projection, index).await?;
+            projecting.bar().inc(report.rows);
+            projecting.shard_done(index);
             println!(
                 "shard {index}: {} rows, {} bytes",
                 report.rows, report.bytes
@@ -308,8 +319,10 @@ fn keep_large_buffers_out_of_the_heap() {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,fruitpipe_runner=info"));
+    // Colours only for a person at a terminal, not in `kubectl logs` or a CI log.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),

@@ -1,9 +1,6 @@
 //! `fruitpipe run`: every phase in one process, no cluster needed.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
-
-use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::assemble::assemble;
 use crate::error::{Error, Result};
@@ -13,6 +10,7 @@ use crate::imaging::Preset;
 use crate::model::Model;
 use crate::output::Summary;
 use crate::plan::plan;
+use crate::progress::{Display, Progress};
 use crate::project::{load_projection, project};
 use crate::storage::compose::ComposeLimits;
 use crate::storage::{Location, Storage};
@@ -39,7 +37,8 @@ pub struct RunOptions {
     pub shard_size: usize,
     pub fit: FitOptions,
     /// Draw progress bars (on a terminal).
-    pub progress: bool,
+    /// A bar on a terminal, else log lines.
+    pub progress: Display,
 }
 
 /// The work area of local runs: re-running the same command rewrites it.
@@ -75,22 +74,28 @@ pub async fn run(storage: Arc<Storage>, options: &RunOptions) -> Result<Summary>
     let work = WorkDir::under_output(&options.output, LOCAL_RUN);
     let model = Arc::new(Mutex::new(load_model(&storage, &options.model).await?));
 
-    let listing = progress_bar(options.progress, None, "{spinner} listing {pos} photos");
+    let listing = Progress::start(
+        "list",
+        None,
+        options.progress,
+        "{spinner} listing {pos} photos",
+    );
     let plan = plan(
         &storage,
         &options.input,
         options.include.as_deref(),
         &work,
         options.shard_size,
-        &listing,
+        listing.bar(),
     )
     .await?;
-    listing.finish_and_clear();
+    listing.finish();
     tracing::info!(images = plan.images, shards = plan.shards, "planned");
 
-    let extracting = progress_bar(
-        options.progress,
+    let extracting = Progress::start(
+        "extract",
         Some(plan.images),
+        options.progress,
         "extracting [{bar:40}] {pos}/{len} photos, {per_sec}, ETA {eta}",
     );
     for shard in 0..plan.shards {
@@ -101,9 +106,10 @@ pub async fn run(storage: Arc<Storage>, options: &RunOptions) -> Result<Summary>
             shard,
             options.batch,
             options.limits,
-            &extracting,
+            extracting.bar(),
         )
         .await?;
+        extracting.shard_done(shard);
         tracing::debug!(
             shard,
             used = report.used,
@@ -111,36 +117,21 @@ pub async fn run(storage: Arc<Storage>, options: &RunOptions) -> Result<Summary>
             "shard done"
         );
     }
-    extracting.finish_and_clear();
+    extracting.finish();
 
     fit(&storage, &work, &options.output, options.fit).await?;
     let projection = load_projection(&storage, &work).await?;
-    let projecting = progress_bar(
-        options.progress,
+    let projecting = Progress::start(
+        "project",
         Some(projection.record.summary.images_used),
+        options.progress,
         "projecting [{bar:40}] {pos}/{len} photos",
     );
     for shard in 0..plan.shards {
         let report = project(&storage, &work, &projection, shard).await?;
-        projecting.inc(report.rows);
+        projecting.bar().inc(report.rows);
+        projecting.shard_done(shard);
     }
-    projecting.finish_and_clear();
+    projecting.finish();
     assemble(&storage, &work, &options.output, ComposeLimits::default()).await
-}
-
-fn progress_bar(enabled: bool, length: Option<u64>, template: &str) -> ProgressBar {
-    if !enabled {
-        return ProgressBar::hidden();
-    }
-    let bar = match length {
-        Some(length) => ProgressBar::new(length),
-        None => ProgressBar::no_length(),
-    };
-    bar.set_style(
-        ProgressStyle::with_template(template)
-            .expect("valid progress template")
-            .progress_chars("=> "),
-    );
-    bar.enable_steady_tick(Duration::from_millis(200));
-    bar
 }

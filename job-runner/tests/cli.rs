@@ -556,3 +556,120 @@ fn help_explains_every_shared_flag_with_defaults() {
     assert!(help.contains("[default: 0.95]") && help.contains("[default: 2000]"));
     assert!(help.contains("3.7x faster"));
 }
+
+/// The progress lines of `command` (stderr is a pipe here, not a terminal), parsed.
+fn progress_lines(command: &mut std::process::Command) -> Vec<serde_json::Value> {
+    let result = run(command
+        .env("RUST_LOG", "warn,fruitpipe_runner::progress=info")
+        .args(["--log-format", "json", "--progress-interval", "0.05"]));
+    assert_eq!(result.status.code(), Some(0), "{}", stderr(&result));
+    stderr(&result)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|line| line["target"] == "fruitpipe_runner::progress")
+        .map(|line| line["fields"].clone())
+        .collect()
+}
+
+#[test]
+fn without_a_terminal_each_phase_logs_progress_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    copy_sample(&input, &CLASSES, 3);
+    let output = dir.path().join("out");
+    let mut command = fruitpipe();
+    command
+        .arg("run")
+        .arg("--input")
+        .arg(&input)
+        .arg("--output")
+        .arg(&output)
+        .arg("--model")
+        .arg(features_model())
+        .args(["--size", "100", "--batch", "4", "--shard-size", "5"]);
+    let lines = progress_lines(&mut command);
+    // 3 Training and 2 Test photos of each of the 4 classes.
+    let photos = 20;
+    for phase in ["extract", "project"] {
+        let ends: Vec<&serde_json::Value> = lines
+            .iter()
+            .filter(|line| line["phase"] == phase && line["shard"].is_u64())
+            .collect();
+        // One line at each of the 4 shards' end, in order, counting up to every photo.
+        let shards: Vec<u64> = ends
+            .iter()
+            .map(|line| line["shard"].as_u64().unwrap())
+            .collect();
+        assert_eq!(shards, [0, 1, 2, 3], "{phase}: {lines:#?}");
+        let done: Vec<u64> = ends
+            .iter()
+            .map(|line| line["done"].as_u64().unwrap())
+            .collect();
+        assert!(done.windows(2).all(|pair| pair[0] < pair[1]), "{done:?}");
+        assert_eq!(*done.last().unwrap(), photos);
+        for line in &ends {
+            assert_eq!(line["total"], photos);
+            assert!(line["per_second"].as_f64().unwrap() > 0.0, "{line}");
+            assert!(line["eta_seconds"].as_f64().unwrap() >= 0.0, "{line}");
+            let message = line["message"].as_str().unwrap();
+            assert!(
+                message.starts_with(&format!("{phase}: {}/{photos} photos (", line["done"])),
+                "{message}"
+            );
+            assert!(message.contains(" photos/s, ETA "), "{message}");
+        }
+    }
+    assert!(
+        lines.iter().any(|line| line["shard"].is_null()),
+        "periodic lines between shards' ends: {lines:#?}"
+    );
+
+    // Text logs carry the same message, with no terminal colour codes.
+    let result = run(fruitpipe()
+        .env("RUST_LOG", "warn,fruitpipe_runner::progress=info")
+        .arg("run")
+        .arg("--input")
+        .arg(&input)
+        .arg("--output")
+        .arg(&output)
+        .arg("--model")
+        .arg(features_model())
+        .args(["--size", "100", "--shard-size", "12"]));
+    let text = stderr(&result);
+    assert!(text.contains("extract: 20/20 photos (100%), "), "{text}");
+    assert!(text.contains("(shard 1 done)"), "{text}");
+    assert!(!text.contains('\u{1b}'), "{text:?}");
+}
+
+#[test]
+fn an_extract_pod_logs_its_shard_moving() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    copy_sample(&input, &CLASSES, 3);
+    let work = dir.path().join("work");
+    let planned = phase(
+        &[
+            "plan",
+            "--shard-size",
+            "10",
+            "--input",
+            input.to_str().unwrap(),
+        ],
+        &work,
+    );
+    assert_eq!(planned.status.code(), Some(0), "{}", stderr(&planned));
+    let lines = progress_lines(&mut extract(&work, 1));
+    let last = lines.last().expect("progress lines");
+    // The pod's shard is its whole.
+    let shard_photos = std::fs::read_to_string(work.join("shards/00001.txt"))
+        .unwrap()
+        .lines()
+        .count() as u64;
+    assert_eq!(
+        (last["done"].as_u64(), last["total"].as_u64()),
+        (Some(shard_photos), Some(shard_photos)),
+        "{lines:#?}"
+    );
+    assert_eq!(last["shard"], 1);
+    assert_eq!(last["phase"], "extract");
+}
