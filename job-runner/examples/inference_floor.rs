@@ -4,8 +4,8 @@
 //!
 //! cargo run --release --example inference_floor -- MODEL PHOTO_DIR IMAGES SIZE BATCH THREADS [SPIN]
 //!
-//! SPIN is 1 (ONNX Runtime's default: worker threads spin between parallel parts, as in
-//! `fruitpipe run`) or 0 (they sleep, as in `fruitpipe serve`).
+//! SPIN is 1 (ONNX Runtime's default: worker threads keep spinning between inferences, as
+//! in `fruitpipe run`) or 0 (they stop after each, as in `fruitpipe serve`).
 
 use std::time::Instant;
 

@@ -240,7 +240,8 @@ async fn load_feature_model(
     let uri = uri.to_string();
     let model = tokio::task::spawn_blocking(move || {
         let preprocessing = &recorded.preprocessing;
-        // The engine answers one photo at a time between other work: no spinning threads.
+        // The engine answers one photo at a time between other work: threads that do not
+        // spin between photos.
         let model = Model::load_with_spinning(
             &bytes,
             &uri,

@@ -143,17 +143,19 @@ impl Model {
         Model::load_with_spinning(bytes, uri, preset, requested_size, threads, true)
     }
 
-    /// [`Model::load`], choosing whether ONNX Runtime's worker threads spin between the
-    /// parallel parts of an inference (its default) or sleep. Spinning is fastest when
-    /// inference is all the process does; a server answering one photo at a time is faster
-    /// without it, as the spinning threads take the cores its requests need (bench/serve.sh).
+    /// [`Model::load`], choosing whether ONNX Runtime's worker threads keep spinning after
+    /// an inference, waiting for the next one (its default), or stop. Spinning on is fastest
+    /// when inference is all the process does; a server answering one photo at a time is
+    /// faster with it off, as the spinning threads take the cores its requests need. Within
+    /// an inference they spin either way (bench/serve.sh: p50 1.3x of inference alone with
+    /// it off, 1.8-2x with it on).
     pub fn load_with_spinning(
         bytes: &[u8],
         uri: &str,
         preset: Preset,
         requested_size: Option<u32>,
         threads: usize,
-        spinning: bool,
+        spin_between_runs: bool,
     ) -> Result<Model> {
         let environment = environment()?;
         let not_a_model = |err: String| {
@@ -169,7 +171,10 @@ impl Model {
             })
             .and_then(|builder| {
                 builder
-                    .with_intra_op_spinning(spinning)
+                    .with_config_entry(
+                        "session.force_spinning_stop",
+                        if spin_between_runs { "0" } else { "1" },
+                    )
                     .map_err(ort::Error::<()>::from)
             })
             .and_then(|mut builder| builder.commit_from_memory(bytes))

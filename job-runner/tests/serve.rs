@@ -316,9 +316,9 @@ fn concurrent_requests_are_all_answered() {
 
 #[test]
 fn a_server_over_its_time_budget_answers_503_and_stays_up() {
-    // One identification at a time and a millisecond each: every photo runs out of time,
-    // waiting for the model or in it.
-    let served = serve(&["--max-in-flight", "1", "--timeout", "0.001"]);
+    // One identification at a time and a microsecond each: every photo runs out of time,
+    // waiting for the model or in it (no model answers within a microsecond).
+    let served = serve(&["--max-in-flight", "1", "--timeout", "0.000001"]);
     let address = served.address.clone();
     let photo = std::fs::read(test_photo("Avocado")).unwrap();
     let workers: Vec<_> = (0..4)

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # End-to-end on a real cluster: build the image, start kind, run an S3 server in it, upload
 # the sample photos and the model, install the chart, run a FruitPipeline to Succeeded,
-# check the CSV, delete the pipeline and check its Jobs are gone.
+# check the CSV, serve it with the chart's identify Deployment (a photo, a thumbnail, the
+# metrics), delete the pipeline and check its Jobs are gone.
 #
-# Needs docker, kind, kubectl and helm (scripts/setup.sh installs the last two in .tools/bin).
+# Needs docker, kind, kubectl, helm, curl and python3 (scripts/setup.sh installs helm and
+# kubectl in .tools/bin).
 # Exit codes: 0 passed, 1 failed, 3 a required tool is missing (nothing was run).
 #   KEEP_CLUSTER=1 tests/e2e/run.sh   leaves the cluster up for a look around
 set -euo pipefail
@@ -12,9 +14,9 @@ export PATH="$PWD/.tools/bin:$PATH"
 cluster=fruitpipe-e2e
 namespace=fruitpipe-e2e
 
-for tool in docker kind kubectl helm; do
+for tool in docker kind kubectl helm curl python3; do
   if ! command -v "$tool" >/dev/null; then
-    echo "e2e: '$tool' is not installed; this test needs docker, kind, kubectl and helm" >&2
+    echo "e2e: '$tool' is not installed; this test needs docker, kind, kubectl, helm, curl and python3" >&2
     exit 3
   fi
 done
@@ -79,6 +81,32 @@ echo "features_pca.csv: $rows rows, $columns columns"
 [ "$rows" -eq "$photos" ] || { echo "e2e: expected $photos rows" >&2; exit 1; }
 [ "$columns" -eq 18 ] || { echo "e2e: expected path,label,pc_1..pc_16" >&2; exit 1; }
 [ "$(head -1 "$staging/features_pca.csv" | cut -d, -f1-3)" = "path,label,pc_1" ] || exit 1
+
+step "serve the pipeline's output: the identify Deployment of the chart"
+helm upgrade fruitpipe charts/fruitpipe --namespace fruitpipe-system --reuse-values \
+  --set identify.enabled=true --set identify.from=s3://fruits/pca/fruits-360 \
+  --set runner.s3.endpoint="http://s3.$namespace.svc:8014" --set runner.s3.region=us-east-1 \
+  --set runner.s3.pathStyle=true --set runner.s3.credentialsSecret=fruitpipe-s3 \
+  --wait --timeout 180s
+kubectl -n "$namespace" rollout status deployment/fruitpipe-fruitpipe-identify --timeout=120s
+kubectl -n "$namespace" port-forward svc/fruitpipe-fruitpipe-identify 18080:80 >/dev/null 2>&1 &
+forward=$!
+for _ in $(seq 30); do curl -sf http://127.0.0.1:18080/readyz >/dev/null && break; sleep 1; done
+photo=$(find data/fruits360-sample/Test/Kiwi -name '*.jpg' | sort | head -1)
+curl -sf -F "photo=@$photo" http://127.0.0.1:18080/v1/identify > "$staging/answer.json"
+python3 - "$staging/answer.json" <<'PY'
+import json, sys
+answer = json.load(open(sys.argv[1]))
+print(f"identify: {answer['label']} ({answer['score']:.3f}), {len(answer['neighbours'])} nearest photos")
+assert answer["label"] == "Kiwi", answer
+assert len(answer["neighbours"]) == 5, answer
+PY
+nearest=$(python3 -c "import json,sys,urllib.parse; print(urllib.parse.quote(json.load(open(sys.argv[1]))['neighbours'][0]['path'], safe=''))" "$staging/answer.json")
+[ "$(curl -sf -o /dev/null -w '%{content_type}' "http://127.0.0.1:18080/v1/photo?path=$nearest")" = image/jpeg ] ||
+  { echo "e2e: no thumbnail of the nearest photo" >&2; exit 1; }
+curl -sf http://127.0.0.1:18080/metrics | grep -q 'fruitpipe_http_requests_total{route="/v1/identify",code="200"} 1' ||
+  { echo "e2e: /metrics does not count the identification" >&2; exit 1; }
+kill "$forward"
 
 step "delete the pipeline: its Jobs must go with it"
 run=$(kubectl -n "$namespace" get fruitpipeline fruits-360 -o jsonpath='{.status.runId}')

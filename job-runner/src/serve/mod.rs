@@ -271,9 +271,8 @@ async fn identify_upload(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "busy",
                 format!(
-                    "busy: {} photos are being identified and none finished within {:.0} s; try again",
+                    "busy: {} photos are being identified and none finished within {deadline:?}; try again",
                     app.options.max_in_flight,
-                    deadline.as_secs_f64()
                 ),
             )
         })?
@@ -291,8 +290,7 @@ async fn identify_upload(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "timeout",
                 format!(
-                    "the photo was not identified within {:.0} s (the server is overloaded); try again",
-                    deadline.as_secs_f64()
+                    "the photo was not identified within {deadline:?} (the server is overloaded); try again"
                 ),
             )
         })?
