@@ -60,7 +60,13 @@ fn add_awkward_files(input: &Path) {
 }
 
 fn run_pipeline(input: &Path, output: &Path, extra: &[&str]) -> Output {
-    run(fruitpipe()
+    run(pipeline(input, output).args(["--batch", "8"]).args(extra))
+}
+
+/// `fruitpipe run` of `input` into `output` with the shipped model at 100 px.
+fn pipeline(input: &Path, output: &Path) -> std::process::Command {
+    let mut command = fruitpipe();
+    command
         .arg("run")
         .arg("--input")
         .arg(input)
@@ -68,8 +74,8 @@ fn run_pipeline(input: &Path, output: &Path, extra: &[&str]) -> Output {
         .arg(output)
         .arg("--model")
         .arg(features_model())
-        .args(["--size", "100", "--batch", "8"])
-        .args(extra))
+        .args(["--size", "100"]);
+    command
 }
 
 #[test]
@@ -577,17 +583,8 @@ fn without_a_terminal_each_phase_logs_progress_lines() {
     let input = dir.path().join("in");
     copy_sample(&input, &CLASSES, 3);
     let output = dir.path().join("out");
-    let mut command = fruitpipe();
-    command
-        .arg("run")
-        .arg("--input")
-        .arg(&input)
-        .arg("--output")
-        .arg(&output)
-        .arg("--model")
-        .arg(features_model())
-        .args(["--size", "100", "--batch", "4", "--shard-size", "5"]);
-    let lines = progress_lines(&mut command);
+    let lines =
+        progress_lines(pipeline(&input, &output).args(["--batch", "4", "--shard-size", "5"]));
     // 3 Training and 2 Test photos of each of the 4 classes.
     let photos = 20;
     for phase in ["extract", "project"] {
@@ -625,16 +622,9 @@ fn without_a_terminal_each_phase_logs_progress_lines() {
     );
 
     // Text logs carry the same message, with no terminal colour codes.
-    let result = run(fruitpipe()
+    let result = run(pipeline(&input, &output)
         .env("RUST_LOG", "warn,fruitpipe_runner::progress=info")
-        .arg("run")
-        .arg("--input")
-        .arg(&input)
-        .arg("--output")
-        .arg(&output)
-        .arg("--model")
-        .arg(features_model())
-        .args(["--size", "100", "--shard-size", "12"]));
+        .args(["--shard-size", "12"]));
     let text = stderr(&result);
     assert!(text.contains("extract: 20/20 photos (100%), "), "{text}");
     assert!(text.contains("(shard 1 done)"), "{text}");

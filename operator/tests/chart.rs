@@ -165,6 +165,13 @@ fn the_cluster_role_grants_exactly_what_the_operator_uses() {
     assert_eq!(granted, needed);
 }
 
+fn probe_path(probe: &Option<Probe>) -> Option<String> {
+    probe
+        .as_ref()
+        .and_then(|probe| probe.http_get.as_ref())
+        .and_then(|get| get.path.clone())
+}
+
 fn operator_deployment(manifests: &[Value]) -> Deployment {
     round_trip(
         manifests
@@ -193,12 +200,6 @@ fn the_operator_deployment_is_probed_and_locked_down() {
         container.image.as_deref(),
         Some("ghcr.io/fruitpipe/fruitpipe:1.2.3")
     );
-    let probe_path = |probe: &Option<Probe>| {
-        probe
-            .as_ref()
-            .and_then(|probe| probe.http_get.as_ref())
-            .and_then(|get| get.path.clone())
-    };
     assert_eq!(
         probe_path(&container.liveness_probe).as_deref(),
         Some("/healthz")
@@ -375,12 +376,6 @@ fn the_identify_service_is_off_by_default_and_locked_down_when_on() {
         container.args.as_deref().unwrap(),
         ["serve", "--max-upload", "5000000"]
     );
-    let probe_path = |probe: &Option<Probe>| {
-        probe
-            .as_ref()
-            .and_then(|probe| probe.http_get.as_ref())
-            .and_then(|get| get.path.clone())
-    };
     assert_eq!(
         probe_path(&container.readiness_probe).as_deref(),
         Some("/readyz")
