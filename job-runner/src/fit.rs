@@ -26,6 +26,8 @@ pub struct FitOptions {
     pub standardize: bool,
     /// Divide each component by the square root of its eigenvalue.
     pub whiten: bool,
+    /// Write `features_pca.parquet/` beside `features_pca.csv` (`--format csv,parquet`).
+    pub parquet: bool,
 }
 
 /// Everything the shards' partials add up to.
@@ -46,10 +48,11 @@ pub async fn fit(
     options: FitOptions,
 ) -> Result<FitRecord> {
     let started = Instant::now();
-    // The previous summary goes first: until the new one is written, nothing in the output
+    let plan = read_plan(storage, work).await?;
+    remove_stale_parquet_parts(storage, output, plan.shards, options.parquet).await?;
+    // The previous summary goes next: until the new one is written, nothing in the output
     // folder says "complete".
     storage.delete(&output.join(SUMMARY_JSON)).await?;
-    let plan = read_plan(storage, work).await?;
     let mut merged = merge_partials(storage, work, &plan.id, plan.shards).await?;
     merged.skipped.splice(0..0, plan.skipped.iter().cloned());
     merged.images += plan.skipped.len() as u64;
@@ -83,6 +86,7 @@ pub async fn fit(
         plan: plan.id.clone(),
         output: output.to_string(),
         model_sha256,
+        parquet: options.parquet,
         summary: Summary {
             input: plan.input,
             output: output.to_string(),
@@ -102,12 +106,39 @@ pub async fn fit(
                 fit: started.elapsed().as_secs_f64(),
                 ..Timings::default()
             },
-            outputs: Outputs::under(output),
+            outputs: Outputs::under(output, options.parquet),
             assembly: Default::default(),
         },
     };
     storage.put_json(&work.fit(), &record).await?;
     Ok(record)
+}
+
+/// Deletes the Parquet parts of the previous run into `output` that this run will not
+/// write again (all of them without `--format parquet`, else those of shards it does not
+/// have): a reader of the folder would take them for rows of this run. The previous run's
+/// `summary.json` says how many there were; it is deleted only after them.
+async fn remove_stale_parquet_parts(
+    storage: &Storage,
+    output: &Location,
+    shards: usize,
+    parquet: bool,
+) -> Result<()> {
+    let previous: Option<Summary> = match storage.get(&output.join(SUMMARY_JSON)).await {
+        Ok(bytes) => serde_json::from_slice(&bytes).ok(),
+        Err(Error::NotFound { .. }) => None,
+        Err(err) => return Err(err),
+    };
+    let Some(previous) = previous.filter(|summary| summary.outputs.parquet.is_some()) else {
+        return Ok(());
+    };
+    let keep = if parquet { shards } else { 0 };
+    for shard in keep..previous.shards {
+        storage
+            .delete(&output.join(&crate::output::parquet_part(shard)))
+            .await?;
+    }
+    Ok(())
 }
 
 /// Reads `fit.json`: what `project` and `assemble` build on.

@@ -1,5 +1,7 @@
-//! The deliverables under `--output`: the CSV of principal components, the model, the
-//! summary and the list of skipped inputs.
+//! The deliverables under `--output`: the CSV of principal components (and its Parquet
+//! dataset on request), the model, the summary and the list of skipped inputs.
+
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -12,6 +14,18 @@ pub const FEATURES_CSV: &str = "features_pca.csv";
 pub const MODEL_JSON: &str = "pca_model.json";
 pub const SUMMARY_JSON: &str = "summary.json";
 pub const ERRORS_CSV: &str = "errors.csv";
+/// A folder of `part-NNNNN.parquet` files, one per shard: how Spark, DuckDB and pandas
+/// read a dataset.
+pub const FEATURES_PARQUET: &str = "features_pca.parquet";
+
+/// Rows per Parquet row group: large enough for readers' scans, small enough that a reader
+/// holds one in memory (65,536 rows at k = 247 is about 65 MB before compression).
+const PARQUET_ROW_GROUP_ROWS: usize = 65_536;
+
+/// Shard `shard`'s part of the Parquet dataset, relative to the output.
+pub fn parquet_part(shard: usize) -> String {
+    format!("{FEATURES_PARQUET}/part-{shard:05}.parquet")
+}
 
 /// URIs of everything a run delivers.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -20,17 +34,93 @@ pub struct Outputs {
     pub model: String,
     pub summary: String,
     pub errors: String,
+    /// The Parquet dataset (a folder of one part per shard), when asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parquet: Option<String>,
 }
 
 impl Outputs {
-    pub fn under(output: &Location) -> Self {
+    pub fn under(output: &Location, parquet: bool) -> Self {
         Outputs {
             features: output.join(FEATURES_CSV).to_string(),
             model: output.join(MODEL_JSON).to_string(),
             summary: output.join(SUMMARY_JSON).to_string(),
             errors: output.join(ERRORS_CSV).to_string(),
+            parquet: parquet.then(|| output.join(FEATURES_PARQUET).to_string()),
         }
     }
+}
+
+/// One shard's rows as a Parquet file: `path` and `label` (strings, `label`
+/// dictionary-encoded), `pc_1..pc_k` (float32), zstd, with `metadata` as the file's
+/// key-value metadata. `components` holds `k` values per row.
+pub fn parquet_rows(
+    paths: &[String],
+    labels: &[String],
+    components: &[f64],
+    k: usize,
+    metadata: Vec<(String, String)>,
+) -> Result<Vec<u8>, parquet::errors::ParquetError> {
+    use parquet::basic::{Compression, ZstdLevel};
+    use parquet::data_type::{ByteArray, ByteArrayType, FloatType};
+    use parquet::file::metadata::KeyValue;
+    use parquet::file::properties::WriterProperties;
+    use parquet::file::writer::SerializedFileWriter;
+    use parquet::schema::parser::parse_message_type;
+    use parquet::schema::types::ColumnPath;
+
+    let mut message = String::from(
+        "message features_pca { REQUIRED BYTE_ARRAY path (STRING); REQUIRED BYTE_ARRAY label (STRING);",
+    );
+    for c in 1..=k {
+        message.push_str(&format!(" REQUIRED FLOAT pc_{c};"));
+    }
+    message.push_str(" }");
+    let schema = Arc::new(parse_message_type(&message)?);
+    let properties = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
+        // Paths are all different and components nearly so: a dictionary only costs there.
+        .set_dictionary_enabled(false)
+        .set_column_dictionary_enabled(ColumnPath::from("label"), true)
+        .set_key_value_metadata(Some(
+            metadata
+                .into_iter()
+                .map(|(key, value)| KeyValue::new(key, value))
+                .collect(),
+        ))
+        .build();
+    let mut writer = SerializedFileWriter::new(Vec::new(), schema, Arc::new(properties))?;
+    for start in (0..paths.len()).step_by(PARQUET_ROW_GROUP_ROWS) {
+        let end = (start + PARQUET_ROW_GROUP_ROWS).min(paths.len());
+        let mut group = writer.next_row_group()?;
+        let mut column = 0;
+        while let Some(mut column_writer) = group.next_column()? {
+            match column {
+                0 | 1 => {
+                    let texts = if column == 0 { paths } else { labels };
+                    let values: Vec<ByteArray> = texts[start..end]
+                        .iter()
+                        .map(|text| ByteArray::from(text.as_str()))
+                        .collect();
+                    column_writer
+                        .typed::<ByteArrayType>()
+                        .write_batch(&values, None, None)?;
+                }
+                pc => {
+                    let values: Vec<f32> = (start..end)
+                        .map(|row| components[row * k + pc - 2] as f32)
+                        .collect();
+                    column_writer
+                        .typed::<FloatType>()
+                        .write_batch(&values, None, None)?;
+                }
+            }
+            column_writer.close()?;
+            column += 1;
+        }
+        group.close()?;
+    }
+    writer.into_inner()
 }
 
 /// `pca_model.json`: everything needed to project a new photo as the others were.

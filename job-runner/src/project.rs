@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 use crate::fit::read_fit;
-use crate::output::{CsvRows, MODEL_JSON, ModelFile};
+use crate::output::{self, CsvRows, MODEL_JSON, ModelFile};
 use crate::pca::Pca;
 use crate::storage::{Location, Storage};
 use crate::work::{FitRecord, ProjectedReport, ShardFeatures, WorkDir, check_plan};
@@ -24,6 +24,8 @@ const PROJECTION_CHUNK: usize = 256;
 pub struct Projection {
     pub record: FitRecord,
     pub pca: Pca,
+    /// sha256 of the feature model, for the Parquet parts' metadata.
+    pub feature_model_sha256: String,
 }
 
 /// Reads `fit.json` and the `pca_model.json` it names, and checks they belong together.
@@ -47,6 +49,7 @@ pub async fn load_projection(storage: &Storage, work: &WorkDir) -> Result<Projec
     Ok(Projection {
         record,
         pca: model.pca,
+        feature_model_sha256: model.feature_model.sha256,
     })
 }
 
@@ -75,7 +78,18 @@ pub async fn project(
         .await?;
     let features = ShardFeatures::from_bytes(&bytes, &place)?;
     check_plan(&projection.record.plan, &features.plan, shard, &place)?;
-    let csv = csv_part(&features, &projection.pca, shard == 0, &place)?;
+    let components = project_rows(&features, &projection.pca, &place)?;
+    if projection.record.parquet {
+        let part = parquet_part(&features, &components, projection)?;
+        let output = Location::parse(&projection.record.output)?;
+        storage
+            .put(
+                &output.join(&output::parquet_part(shard)),
+                Bytes::from(part),
+            )
+            .await?;
+    }
+    let csv = csv_part(&features, &components, projection.pca.k, shard == 0);
     let report = ProjectedReport {
         model_sha256: projection.record.model_sha256.clone(),
         shard,
@@ -92,20 +106,10 @@ pub async fn project(
     Ok(report)
 }
 
-/// The shard's rows as CSV, with the header when `header` is set.
-fn csv_part(
-    features: &ShardFeatures,
-    pca: &Pca,
-    header: bool,
-    place: &Location,
-) -> Result<Vec<u8>> {
-    let mut rows = if header {
-        CsvRows::new(pca.k)
-    } else {
-        CsvRows::headless()
-    };
+/// The shard's components, `k` per photo, in the shard's order.
+fn project_rows(features: &ShardFeatures, pca: &Pca, place: &Location) -> Result<Vec<f64>> {
     if features.is_empty() {
-        return Ok(rows.take());
+        return Ok(Vec::new());
     }
     if features.dim != pca.dim() {
         return Err(Error::Work(format!(
@@ -114,14 +118,52 @@ fn csv_part(
             pca.dim()
         )));
     }
-    let chunk = PROJECTION_CHUNK * features.dim;
     let projector = pca.projector();
-    for (first, block) in features.rows.chunks(chunk).enumerate() {
-        let projected = projector.project(block);
-        for (offset, components) in projected.chunks_exact(pca.k).enumerate() {
-            let index = first * PROJECTION_CHUNK + offset;
-            rows.write(&features.paths[index], &features.labels[index], components);
-        }
+    let mut components = Vec::with_capacity(features.len() * pca.k);
+    for block in features.rows.chunks(PROJECTION_CHUNK * features.dim) {
+        components.extend(projector.project(block));
     }
-    Ok(rows.take())
+    Ok(components)
+}
+
+/// The shard's rows as CSV, with the header when `header` is set.
+fn csv_part(features: &ShardFeatures, components: &[f64], k: usize, header: bool) -> Vec<u8> {
+    let mut rows = if header {
+        CsvRows::new(k)
+    } else {
+        CsvRows::headless()
+    };
+    for (index, row) in components.chunks_exact(k).enumerate() {
+        rows.write(&features.paths[index], &features.labels[index], row);
+    }
+    rows.take()
+}
+
+/// The shard's rows as a Parquet file, with what a reader needs to know in its metadata.
+fn parquet_part(
+    features: &ShardFeatures,
+    components: &[f64],
+    projection: &Projection,
+) -> Result<Vec<u8>> {
+    let pca = &projection.pca;
+    let metadata = vec![
+        ("fruitpipe.k".to_string(), pca.k.to_string()),
+        ("fruitpipe.whiten".to_string(), pca.whiten.to_string()),
+        (
+            "fruitpipe.feature_model_sha256".to_string(),
+            projection.feature_model_sha256.clone(),
+        ),
+        (
+            "fruitpipe.pca_model_sha256".to_string(),
+            projection.record.model_sha256.clone(),
+        ),
+    ];
+    output::parquet_rows(
+        &features.paths,
+        &features.labels,
+        components,
+        pca.k,
+        metadata,
+    )
+    .map_err(|err| Error::Work(format!("cannot write a Parquet part: {err}")))
 }

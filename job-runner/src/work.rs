@@ -117,6 +117,9 @@ pub struct FitRecord {
     /// sha256 of the `pca_model.json` written: the projection's identity. A part projected
     /// with another model is never assembled.
     pub model_sha256: String,
+    /// `project` also writes each shard's part of `features_pca.parquet/`.
+    #[serde(default)]
+    pub parquet: bool,
     /// The summary as `fit` knows it; `assemble` adds its own figures and writes it.
     pub summary: Summary,
 }

@@ -114,6 +114,7 @@ async fn a_thousand_shards_assemble_to_the_same_bytes_as_a_folder_run() {
         components: Components::Count(8),
         standardize: false,
         whiten: true,
+        parquet: false,
     };
     let fitted = fit(&storage, &work, &output, fit_options).await.unwrap();
     assert_eq!(fitted.summary.images_used, PHOTOS as u64);
