@@ -187,6 +187,8 @@ fn every_refusal_is_json_with_a_status_and_a_reason() {
         "--max-upload",
     );
 
+    let answer = post(address, "/v1/identify?top=many", "", &photo);
+    assert_refused(&answer, 400, "bad_request", "?top=N takes a number");
     assert_refused(
         &get(address, "/no/such/page"),
         404,
@@ -203,6 +205,7 @@ fn every_refusal_is_json_with_a_status_and_a_reason() {
         "fruitpipe_identify_errors_total{kind=\"unsupported_type\"} 3",
         "fruitpipe_identify_errors_total{kind=\"too_large\"} 2",
         "fruitpipe_identify_errors_total{kind=\"unusable\"} 1",
+        "fruitpipe_identify_errors_total{kind=\"bad_request\"} 3",
         "fruitpipe_http_requests_total{route=\"/v1/identify\",code=\"413\"} 2",
         "fruitpipe_index_photos 24",
         "fruitpipe_ready 1",
@@ -211,7 +214,7 @@ fn every_refusal_is_json_with_a_status_and_a_reason() {
     }
     assert!(
         metrics.contains(
-            "fruitpipe_http_request_duration_seconds_bucket{le=\"+Inf\",route=\"/v1/identify\"} 11"
+            "fruitpipe_http_request_duration_seconds_bucket{le=\"+Inf\",route=\"/v1/identify\"} 12"
         ),
         "{metrics}"
     );

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{DefaultBodyLimit, FromRequest, MatchedPath, Multipart, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -231,6 +232,18 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
         .into_response()
 }
 
+/// A query string that does not parse, in JSON like every other refusal.
+fn bad_query(rejected: QueryRejection, usage: &str) -> Refusal {
+    Refusal::new(
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+        format!(
+            "the query string cannot be read ({}); {usage}",
+            rejected.body_text()
+        ),
+    )
+}
+
 #[derive(Deserialize)]
 struct IdentifyQuery {
     top: Option<usize>,
@@ -238,10 +251,14 @@ struct IdentifyQuery {
 
 async fn identify(
     State(app): State<Arc<App>>,
-    Query(query): Query<IdentifyQuery>,
+    query: std::result::Result<Query<IdentifyQuery>, QueryRejection>,
     request: Request,
 ) -> Response {
-    match identify_upload(&app, query, request).await {
+    let answer = match query {
+        Ok(Query(query)) => identify_upload(&app, query, request).await,
+        Err(rejected) => Err(bad_query(rejected, "?top=N takes a number from 1 to 50")),
+    };
+    match answer {
         Ok(found) => axum::Json(found).into_response(),
         Err(refusal) => {
             app.metrics.refused(refusal.kind);
@@ -469,8 +486,15 @@ struct PhotoQuery {
 
 /// A thumbnail of a photo of the index, and of nothing else: the path must be, exactly,
 /// one of the index's paths, so no other object or file can be read through it.
-async fn photo(State(app): State<Arc<App>>, Query(query): Query<PhotoQuery>) -> Response {
-    match thumbnail(&app, query.path).await {
+async fn photo(
+    State(app): State<Arc<App>>,
+    query: std::result::Result<Query<PhotoQuery>, QueryRejection>,
+) -> Response {
+    let answer = match query {
+        Ok(Query(query)) => thumbnail(&app, query.path).await,
+        Err(rejected) => Err(bad_query(rejected, "give ?path=, a path of the index")),
+    };
+    match answer {
         Ok(jpeg) => (
             [
                 (header::CONTENT_TYPE, "image/jpeg"),
