@@ -100,21 +100,19 @@ async fn upload(browser: &Client, photo: &Path) -> (String, String) {
         .for_element(Locator::Css("#result:not([hidden])"))
         .await
         .unwrap_or_else(|err| panic!("no result card for {}: {err}", photo.display()));
-    let name = card
-        .find(Locator::Id("fruit-name"))
+    (
+        text_of(&card, "fruit-name").await,
+        text_of(&card, "label").await,
+    )
+}
+
+async fn text_of(card: &fantoccini::elements::Element, id: &str) -> String {
+    card.find(Locator::Id(id))
         .await
         .unwrap()
         .text()
         .await
-        .unwrap();
-    let label = card
-        .find(Locator::Id("label"))
-        .await
         .unwrap()
-        .text()
-        .await
-        .unwrap();
-    (name, label)
 }
 
 /// Waits until the card's thumbnails have all loaded; returns their pixel widths.

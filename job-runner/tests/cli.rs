@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Output;
 
 use image::{DynamicImage, ImageFormat};
-use support::{copy_sample, features_model, fruitpipe, read_csv, run, stderr};
+use support::{copy_sample, features_model, fruitpipe, pipeline, read_csv, run, stderr};
 
 const CLASSES: [&str; 4] = ["Banana", "Lemon", "Kiwi", "Cocos"];
 
@@ -61,21 +61,6 @@ fn add_awkward_files(input: &Path) {
 
 fn run_pipeline(input: &Path, output: &Path, extra: &[&str]) -> Output {
     run(pipeline(input, output).args(["--batch", "8"]).args(extra))
-}
-
-/// `fruitpipe run` of `input` into `output` with the shipped model at 100 px.
-fn pipeline(input: &Path, output: &Path) -> std::process::Command {
-    let mut command = fruitpipe();
-    command
-        .arg("run")
-        .arg("--input")
-        .arg(input)
-        .arg("--output")
-        .arg(output)
-        .arg("--model")
-        .arg(features_model())
-        .args(["--size", "100"]);
-    command
 }
 
 #[test]

@@ -8,20 +8,13 @@ mod support;
 use std::path::{Path, PathBuf};
 
 use parquet::file::reader::{FileReader, SerializedFileReader};
-use support::{copy_sample, features_model, fruitpipe, read_csv, run, stderr};
+use support::{copy_sample, read_csv, run, stderr};
 
 const CLASSES: [&str; 4] = ["Banana", "Lemon", "Kiwi", "Cocos"];
 
 fn pipeline(input: &Path, output: &Path, extra: &[&str]) -> std::process::Output {
-    run(fruitpipe()
-        .arg("run")
-        .arg("--input")
-        .arg(input)
-        .arg("--output")
-        .arg(output)
-        .arg("--model")
-        .arg(features_model())
-        .args(["--size", "100", "--components", "12"])
+    run(support::pipeline(input, output)
+        .args(["--components", "12"])
         .args(extra))
 }
 

@@ -99,6 +99,21 @@ pub fn fruitpipe() -> Command {
     command
 }
 
+/// `fruitpipe run` of `input` into `output` with the shipped model at 100 px.
+pub fn pipeline(input: &Path, output: &Path) -> Command {
+    let mut command = fruitpipe();
+    command
+        .arg("run")
+        .arg("--input")
+        .arg(input)
+        .arg("--output")
+        .arg(output)
+        .arg("--model")
+        .arg(features_model())
+        .args(["--size", "100"]);
+    command
+}
+
 /// `http://127.0.0.1:PORT` with nothing listening: connections to it are refused.
 pub fn refused_endpoint() -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
