@@ -221,40 +221,33 @@ const LANES: usize = 16;
 
 #[inline(always)]
 fn dot_codes<const FMA: bool>(codes: &[i8], unit: &[f32]) -> f32 {
-    let mut sums = [0f32; LANES];
-    let (code_chunks, unit_chunks) = (codes.chunks_exact(LANES), unit.chunks_exact(LANES));
-    let tail: f32 = code_chunks
-        .remainder()
-        .iter()
-        .zip(unit_chunks.remainder())
-        .map(|(c, u)| f32::from(*c) * u)
-        .sum();
-    for (c, u) in code_chunks.zip(unit_chunks) {
-        for lane in 0..LANES {
-            let code = f32::from(c[lane]);
-            sums[lane] = if FMA {
-                code.mul_add(u[lane], sums[lane])
-            } else {
-                sums[lane] + code * u[lane]
-            };
-        }
-    }
-    sums.iter().sum::<f32>() + tail
+    lane_sums::<i8, FMA>(codes, unit)
 }
 
 /// The exact `a . b` of two float rows.
 fn dot(a: &[f32], b: &[f32]) -> f32 {
+    lane_sums::<f32, false>(a, b)
+}
+
+/// `a . b` with `a`'s values widened to f32, in `LANES` independent sums.
+#[inline(always)]
+fn lane_sums<T: Copy + Into<f32>, const FMA: bool>(a: &[T], b: &[f32]) -> f32 {
     let mut sums = [0f32; LANES];
     let (a_chunks, b_chunks) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
     let tail: f32 = a_chunks
         .remainder()
         .iter()
         .zip(b_chunks.remainder())
-        .map(|(x, y)| x * y)
+        .map(|(x, y)| (*x).into() * y)
         .sum();
     for (x, y) in a_chunks.zip(b_chunks) {
         for lane in 0..LANES {
-            sums[lane] += x[lane] * y[lane];
+            let x: f32 = x[lane].into();
+            sums[lane] = if FMA {
+                x.mul_add(y[lane], sums[lane])
+            } else {
+                sums[lane] + x * y[lane]
+            };
         }
     }
     sums.iter().sum::<f32>() + tail

@@ -94,7 +94,7 @@ async fn execute(command: Command, progress: Display) -> Result<Value> {
                 args.include.as_deref(),
                 &work,
                 args.shard_size,
-                Progress::hidden("plan").bar(),
+                &indicatif::ProgressBar::hidden(),
             )
             .await?;
             println!("{} shards, {} images", plan.shards, plan.images);

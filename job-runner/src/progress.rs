@@ -76,15 +76,6 @@ impl Progress {
         Progress { phase, bar, ticker }
     }
 
-    /// A phase that shows nothing (a pod's `plan`, or a library caller).
-    pub fn hidden(phase: &'static str) -> Progress {
-        Progress {
-            phase,
-            bar: ProgressBar::hidden(),
-            ticker: None,
-        }
-    }
-
     pub fn bar(&self) -> &ProgressBar {
         &self.bar
     }

@@ -516,20 +516,17 @@ async fn thumbnail(app: &App, path: Option<String>) -> std::result::Result<Vec<u
             "give the photo as ?path=, a path of the index",
         )
     })?;
-    if !engine.index.contains(&path) {
-        return Err(Refusal::new(
-            StatusCode::NOT_FOUND,
-            "not_in_index",
-            "no photo of the index has this path",
-        ));
-    }
-    let location = Location::parse(&path).map_err(|_| {
+    let not_in_index = || {
         Refusal::new(
             StatusCode::NOT_FOUND,
             "not_in_index",
             "no photo of the index has this path",
         )
-    })?;
+    };
+    if !engine.index.contains(&path) {
+        return Err(not_in_index());
+    }
+    let location = Location::parse(&path).map_err(|_| not_in_index())?;
     let bytes = app.storage.get(&location).await.map_err(|err| {
         tracing::warn!(%path, error = %err, "a photo of the index cannot be read");
         match err {
