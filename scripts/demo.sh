@@ -13,7 +13,7 @@ target/release/fruitpipe run \
   --model data/models/efficientnet_lite0_features.onnx
 echo
 echo "CSV: $output/features_pca.csv ($(($(wc -l <"$output/features_pca.csv") - 1)) photos)"
-echo "also: $output/pca_model.json, $output/summary.json, $output/errors.csv"
+echo "also: $output/report.html (open it in a browser), $output/pca_model.json, $output/summary.json, $output/errors.csv"
 echo "try the app's engine on it:"
 echo "  target/release/fruitpipe identify --from $output data/fruits360-sample/Test/Kiwi/*.jpg"
 echo "  target/release/fruitpipe serve --from $output --listen 127.0.0.1:8080   # then open http://127.0.0.1:8080/"

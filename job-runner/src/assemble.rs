@@ -1,5 +1,5 @@
-//! Phase 5: put the shards' CSV parts together into `features_pca.csv`, then write
-//! `summary.json`.
+//! Phase 5: put the shards' CSV parts together into `features_pca.csv`, draw the figures
+//! and write `report.html`, then write `summary.json`.
 //!
 //! In S3 the server copies the parts (see [`Storage::compose`]): no row passes through
 //! this pod except from parts under S3's 5 MiB minimum part size. In a folder the parts
@@ -7,14 +7,19 @@
 
 use std::time::Instant;
 
+use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 
 use crate::error::{Error, Result};
 use crate::fit::read_fit;
-use crate::output::{FEATURES_CSV, SUMMARY_JSON, Summary};
+use crate::output::{
+    ERRORS_CSV, FEATURES_CSV, REPORT_HTML, SCATTER_PNG, SCREE_PNG, SUMMARY_JSON, Summary,
+};
+use crate::plots::{self, ScatterPoint};
+use crate::report::{Report, SKIPPED_SHOWN};
 use crate::storage::compose::ComposeLimits;
 use crate::storage::{Location, Storage};
-use crate::work::{ProjectedReport, WorkDir};
+use crate::work::{FitRecord, ProjectedReport, Skipped, WorkDir};
 
 /// Part reports read at once: thousands of small objects, each one request.
 const CONCURRENT_READS: usize = 32;
@@ -75,15 +80,71 @@ pub async fn assemble(
         sent_bytes = assembly.sent_bytes,
         "assembled features_pca.csv"
     );
-    let mut summary = record.summary;
+    let mut summary = record.summary.clone();
     summary.seconds.project = project_seconds;
-    summary.seconds.assemble = started.elapsed().as_secs_f64();
     summary.assembly = assembly;
+    summary.seconds.assemble = started.elapsed().as_secs_f64();
+    let sample = plots::choose_sample(reports.into_iter().flat_map(|r| r.sample).collect());
+    write_report(storage, output, &record, &summary, &sample).await?;
+    summary.seconds.assemble = started.elapsed().as_secs_f64();
     // The summary goes last: once it exists, every other output is complete.
     storage
         .put_json(&output.join(SUMMARY_JSON), &summary)
         .await?;
     Ok(summary)
+}
+
+/// Draws `scree.png` and `pc_scatter.png` and writes them, then `report.html` with both
+/// inline.
+async fn write_report(
+    storage: &Storage,
+    output: &Location,
+    record: &FitRecord,
+    summary: &Summary,
+    sample: &[ScatterPoint],
+) -> Result<()> {
+    let drawing_failed = |err: plots::PlotError| Error::Work(format!("{err}; please report it"));
+    let scree =
+        plots::scree_png(&record.spectrum, summary.k, record.threshold).map_err(drawing_failed)?;
+    let scatter = plots::scatter_png(sample, summary.k).map_err(drawing_failed)?;
+    let skipped = read_first_skipped(storage, output).await?;
+    let page = Report {
+        summary,
+        feature_model: record.feature_model.as_ref(),
+        threshold: record.threshold,
+        skipped: &skipped,
+        scree_png: &scree,
+        scatter_png: &scatter,
+        sampled: sample.len(),
+    }
+    .to_html();
+    storage
+        .put(&output.join(SCREE_PNG), Bytes::from(scree))
+        .await?;
+    storage
+        .put(&output.join(SCATTER_PNG), Bytes::from(scatter))
+        .await?;
+    storage
+        .put(&output.join(REPORT_HTML), Bytes::from(page))
+        .await?;
+    tracing::info!(report = %output.join(REPORT_HTML), "wrote the report");
+    Ok(())
+}
+
+/// The first rows of `errors.csv` (which `fit` wrote), for the report.
+async fn read_first_skipped(storage: &Storage, output: &Location) -> Result<Vec<Skipped>> {
+    let place = output.join(ERRORS_CSV);
+    let bytes = storage.get(&place).await?;
+    let mut reader = csv::Reader::from_reader(bytes.as_ref());
+    reader
+        .deserialize()
+        .take(SKIPPED_SHOWN)
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|err| {
+            Error::Work(format!(
+                "{place} is not the errors.csv fruitpipe writes ({err}); run `fruitpipe fit` again"
+            ))
+        })
 }
 
 async fn read_report(storage: &Storage, work: &WorkDir, shard: usize) -> Result<ProjectedReport> {

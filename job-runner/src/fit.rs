@@ -63,7 +63,8 @@ pub async fn fit(
             Bytes::from(errors_csv(&merged.skipped)),
         )
         .await?;
-    let mut pca = pca::fit(&merged.moments, options.components, options.standardize)?;
+    let (mut pca, spectrum) =
+        pca::fit_with_spectrum(&merged.moments, options.components, options.standardize)?;
     pca.whiten = options.whiten;
     tracing::info!(
         k = pca.k,
@@ -87,6 +88,12 @@ pub async fn fit(
         output: output.to_string(),
         model_sha256,
         parquet: options.parquet,
+        spectrum,
+        threshold: match options.components {
+            Components::Variance(threshold) => Some(threshold),
+            Components::Count(_) => None,
+        },
+        feature_model: Some(model_file.feature_model.clone()),
         summary: Summary {
             input: plan.input,
             output: output.to_string(),

@@ -330,9 +330,17 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-/// Kubernetes keeps at most 4 KiB of a termination message; longer error texts are cut.
+/// Kubernetes keeps at most 4 KiB of a termination message; longer error texts are cut,
+/// and the output URIs left out (the operator knows them from the spec).
 fn write_summary_file(path: &str, summary: &Value) {
     let mut text = summary.to_string();
+    if text.len() > 4000 && summary.get("error").is_none() {
+        let mut shorter = summary.clone();
+        if let Some(fields) = shorter.as_object_mut() {
+            fields.remove("outputs");
+        }
+        text = shorter.to_string();
+    }
     if text.len() > 4000 {
         let message = summary["error"].as_str().unwrap_or_default();
         let cut: String = message.chars().take(3000).collect();

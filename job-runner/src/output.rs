@@ -1,5 +1,6 @@
 //! The deliverables under `--output`: the CSV of principal components (and its Parquet
-//! dataset on request), the model, the summary and the list of skipped inputs.
+//! dataset on request), the model, the summary, the list of skipped inputs and the report
+//! with its two figures.
 
 use std::sync::Arc;
 
@@ -14,6 +15,10 @@ pub const FEATURES_CSV: &str = "features_pca.csv";
 pub const MODEL_JSON: &str = "pca_model.json";
 pub const SUMMARY_JSON: &str = "summary.json";
 pub const ERRORS_CSV: &str = "errors.csv";
+/// One self-contained page about the run, with the two figures inline.
+pub const REPORT_HTML: &str = "report.html";
+pub const SCREE_PNG: &str = "scree.png";
+pub const SCATTER_PNG: &str = "pc_scatter.png";
 /// A folder of `part-NNNNN.parquet` files, one per shard: how Spark, DuckDB and pandas
 /// read a dataset.
 pub const FEATURES_PARQUET: &str = "features_pca.parquet";
@@ -34,6 +39,13 @@ pub struct Outputs {
     pub model: String,
     pub summary: String,
     pub errors: String,
+    /// `report.html` and its two figures (absent from summaries written before them).
+    #[serde(default)]
+    pub report: String,
+    #[serde(default)]
+    pub scree: String,
+    #[serde(default)]
+    pub scatter: String,
     /// The Parquet dataset (a folder of one part per shard), when asked for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parquet: Option<String>,
@@ -46,6 +58,9 @@ impl Outputs {
             model: output.join(MODEL_JSON).to_string(),
             summary: output.join(SUMMARY_JSON).to_string(),
             errors: output.join(ERRORS_CSV).to_string(),
+            report: output.join(REPORT_HTML).to_string(),
+            scree: output.join(SCREE_PNG).to_string(),
+            scatter: output.join(SCATTER_PNG).to_string(),
             parquet: parquet.then(|| output.join(FEATURES_PARQUET).to_string()),
         }
     }

@@ -77,6 +77,16 @@ pub fn smallest_k_reaching(ratios: &[f64], threshold: f64) -> usize {
 
 /// Fits PCA on merged moments.
 pub fn fit(moments: &Moments, components: Components, standardize: bool) -> Result<Pca> {
+    fit_with_spectrum(moments, components, standardize).map(|(pca, _)| pca)
+}
+
+/// [`fit`], and every component's share of the variance (the kept ones and the others,
+/// largest first), for the scree plot.
+pub fn fit_with_spectrum(
+    moments: &Moments,
+    components: Components,
+    standardize: bool,
+) -> Result<(Pca, Vec<f64>)> {
     let dim = moments.dim();
     if moments.n < 2 {
         return Err(Error::Input(format!(
@@ -127,7 +137,7 @@ pub fn fit(moments: &Moments, components: Components, standardize: bool) -> Resu
         .take(k)
         .map(|vector| with_positive_largest_loading(vector.into_iter()))
         .collect();
-    Ok(Pca {
+    let pca = Pca {
         k,
         standardize,
         whiten: false,
@@ -137,7 +147,8 @@ pub fn fit(moments: &Moments, components: Components, standardize: bool) -> Resu
         eigenvalues: eigenvalues[..k].to_vec(),
         explained_variance_ratio: ratios[..k].to_vec(),
         cumulative_explained_variance: ratios[..k].iter().sum(),
-    })
+    };
+    Ok((pca, ratios))
 }
 
 /// Eigenvalues (largest first) and their unit eigenvectors (`dim` loadings each) of the

@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::fit::read_fit;
 use crate::output::{self, CsvRows, MODEL_JSON, ModelFile};
 use crate::pca::Pca;
+use crate::plots::{self, ScatterPoint};
 use crate::storage::{Location, Storage};
 use crate::work::{FitRecord, ProjectedReport, ShardFeatures, WorkDir, check_plan};
 
@@ -96,6 +97,12 @@ pub async fn project(
         rows: features.len() as u64,
         bytes: csv.len() as u64,
         seconds: started.elapsed().as_secs_f64(),
+        sample: scatter_candidates(
+            &features,
+            &components,
+            projection.pca.k,
+            projection.record.summary.images_used,
+        ),
     };
     storage
         .put(&work.projected(shard), Bytes::from(csv))
@@ -124,6 +131,31 @@ fn project_rows(features: &ShardFeatures, pca: &Pca, place: &Location) -> Result
         components.extend(projector.project(block));
     }
     Ok(components)
+}
+
+/// The shard's photos that may be drawn in `pc_scatter.png`, with their first two
+/// components as written in the CSV.
+fn scatter_candidates(
+    features: &ShardFeatures,
+    components: &[f64],
+    k: usize,
+    images: u64,
+) -> Vec<ScatterPoint> {
+    features
+        .paths
+        .iter()
+        .zip(&features.labels)
+        .zip(components.chunks_exact(k))
+        .filter_map(|((path, label), row)| {
+            let key = plots::sample_key(path);
+            plots::sample_candidate(key, images).then(|| ScatterPoint {
+                key,
+                label: label.clone(),
+                pc1: row[0] as f32,
+                pc2: row.get(1).copied().unwrap_or(0.0) as f32,
+            })
+        })
+        .collect()
 }
 
 /// The shard's rows as CSV, with the header when `header` is set.

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::model::ModelInfo;
 use crate::output::Summary;
+use crate::plots::ScatterPoint;
 use crate::stats::Moments;
 use crate::storage::Location;
 
@@ -120,6 +121,15 @@ pub struct FitRecord {
     /// `project` also writes each shard's part of `features_pca.parquet/`.
     #[serde(default)]
     pub parquet: bool,
+    /// Every component's share of the variance, kept or not, largest first: the scree plot.
+    #[serde(default)]
+    pub spectrum: Vec<f64>,
+    /// The `--variance` threshold `k` was chosen by, if it was.
+    #[serde(default)]
+    pub threshold: Option<f64>,
+    /// The feature model and its preprocessing, for the report.
+    #[serde(default)]
+    pub feature_model: Option<ModelInfo>,
     /// The summary as `fit` knows it; `assemble` adds its own figures and writes it.
     pub summary: Summary,
 }
@@ -134,6 +144,10 @@ pub struct ProjectedReport {
     /// Size of the CSV part.
     pub bytes: u64,
     pub seconds: f64,
+    /// The shard's photos that are candidates for `pc_scatter.png`
+    /// (see [`crate::plots::sample_candidate`]).
+    #[serde(default)]
+    pub sample: Vec<ScatterPoint>,
 }
 
 /// One shard's feature rows, in manifest order.

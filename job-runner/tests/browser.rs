@@ -1,6 +1,7 @@
-//! The page of `fruitpipe serve` in a real browser: headless Chromium driven over
-//! WebDriver (chromedriver) uploads shipped Test photos as a person would, and the result
-//! card must name the fruit and show five thumbnails that loaded.
+//! Pages in a real browser: headless Chromium driven over WebDriver (chromedriver).
+//! On the page of `fruitpipe serve` it uploads shipped Test photos as a person would, and
+//! the result card must name the fruit and show five thumbnails that loaded; a run's
+//! `report.html`, opened from its folder, must show both figures and fetch nothing.
 //!
 //! Needs Debian's `chromium` and `chromium-driver` (scripts/setup.sh installs them; CHROMIUM
 //! and CHROMEDRIVER name other binaries). Without them the test fails in CI (CI is set) and
@@ -130,16 +131,36 @@ async fn loaded_thumbnails(browser: &Client) -> Vec<u64> {
     panic!("the thumbnails did not load within 10 s");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_page_names_the_fruit_of_an_uploaded_photo_with_five_thumbnails() {
-    let Some((chromium, driver_binary)) = browser_binaries() else {
-        let message = "headless Chromium is needed for the page test: run scripts/setup.sh \
+/// Chromium and chromedriver, or `None` (after saying so) where they are not installed.
+/// In CI their absence is a failure.
+fn browser_or_skip() -> Option<(PathBuf, PathBuf)> {
+    let found = browser_binaries();
+    if found.is_none() {
+        let message = "headless Chromium is needed for the page tests: run scripts/setup.sh \
                        (it installs Debian's chromium and chromium-driver) or set CHROMIUM and \
                        CHROMEDRIVER";
         if std::env::var_os("CI").is_some() {
             panic!("{message}");
         }
         eprintln!("NOT RUN: {message}");
+    }
+    found
+}
+
+/// Writes a screenshot where FRUITPIPE_SCREENSHOTS says (the README's come from there),
+/// else into cargo's scratch folder.
+fn save_screenshot(name: &str, png: &[u8]) {
+    let folder = std::env::var_os("FRUITPIPE_SCREENSHOTS")
+        .map_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")), PathBuf::from);
+    std::fs::create_dir_all(&folder).unwrap();
+    let saved = folder.join(name);
+    std::fs::write(&saved, png).unwrap();
+    eprintln!("screenshot: {}", saved.display());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_names_the_fruit_of_an_uploaded_photo_with_five_thumbnails() {
+    let Some((chromium, driver_binary)) = browser_or_skip() else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -183,11 +204,99 @@ async fn the_page_names_the_fruit_of_an_uploaded_photo_with_five_thumbnails() {
         image.width(),
         image.height()
     );
-    let folder = std::env::var_os("FRUITPIPE_SCREENSHOTS")
-        .map_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")), PathBuf::from);
-    std::fs::create_dir_all(&folder).unwrap();
-    let saved = folder.join("serve-page.png");
-    std::fs::write(&saved, &screenshot).unwrap();
-    eprintln!("screenshot: {}", saved.display());
+    save_screenshot("serve-page.png", &screenshot);
+    browser.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runs_report_shows_both_figures_and_fetches_nothing() {
+    let Some((chromium, driver_binary)) = browser_or_skip() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    support::copy_sample(&input, &CLASSES, 4);
+    std::fs::write(input.join("Training/Kiwi/broken.jpg"), b"not a jpeg").unwrap();
+    let output = dir.path().join("out");
+    let result = support::run(support::pipeline(&input, &output).args(["--shard-size", "10"]));
+    assert_eq!(
+        result.status.code(),
+        Some(0),
+        "{}",
+        support::stderr(&result)
+    );
+
+    let driver = Driver::start(&driver_binary);
+    let browser = open_browser(&driver, &chromium).await;
+    browser.set_window_size(1100, 1500).await.unwrap();
+    let page = std::fs::canonicalize(output.join("report.html")).unwrap();
+    browser
+        .goto(&format!("file://{}", page.display()))
+        .await
+        .unwrap();
+    assert_eq!(browser.title().await.unwrap(), "fruitpipe report");
+    let script = "return Array.from(document.querySelectorAll('figure img'))
+                    .map(img => [img.complete, img.naturalWidth, img.naturalHeight,
+                                 img.getBoundingClientRect().width]);";
+    let figures: Vec<(bool, u64, u64, f64)> =
+        serde_json::from_value(browser.execute(script, vec![]).await.unwrap()).unwrap();
+    assert_eq!(figures.len(), 2, "{figures:?}");
+    let sizes: Vec<(u64, u64)> = figures.iter().map(|f| (f.1, f.2)).collect();
+    let expected = [
+        fruitpipe_runner::plots::SCREE_SIZE,
+        fruitpipe_runner::plots::SCATTER_SIZE,
+    ];
+    assert_eq!(
+        sizes,
+        expected.map(|(w, h)| (w as u64, h as u64)),
+        "both figures decoded"
+    );
+    for figure in &figures {
+        assert!(
+            figure.0 && figure.3 > 600.0,
+            "a figure is not shown: {figure:?}"
+        );
+    }
+    // Nothing was fetched: the page and its figures are one file.
+    let fetched: Vec<String> = serde_json::from_value(
+        browser
+            .execute(
+                "return performance.getEntriesByType('resource').map(e => e.name);",
+                vec![],
+            )
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(fetched.is_empty(), "the report fetched {fetched:?}");
+    let skipped = browser
+        .find(Locator::Css("#skipped table"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(skipped.contains("broken.jpg"), "{skipped}");
+
+    // The whole page in one picture (the README shows it).
+    let height = browser
+        .execute("return document.documentElement.scrollHeight;", vec![])
+        .await
+        .unwrap()
+        .as_u64()
+        .unwrap();
+    browser
+        .set_window_size(1100, height.clamp(800, 4000) as u32 + 120)
+        .await
+        .unwrap();
+    let screenshot = browser.screenshot().await.unwrap();
+    let image = image::load_from_memory(&screenshot).expect("the screenshot is a PNG");
+    assert!(
+        image.width() >= 1000,
+        "{}x{}",
+        image.width(),
+        image.height()
+    );
+    save_screenshot("report.png", &screenshot);
     browser.close().await.unwrap();
 }

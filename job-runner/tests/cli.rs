@@ -200,6 +200,42 @@ fn variance_threshold_picks_k_and_reports_it() {
     assert_eq!(termination["phase"], "run");
     assert_eq!(termination["k"], k);
     assert_eq!(termination["images"], 24);
+    assert_eq!(
+        termination["outputs"]["report"],
+        output.join("report.html").to_str().unwrap()
+    );
+}
+
+/// Kubernetes keeps 4 KiB of a termination message: with long output URIs the runner
+/// leaves them out (the operator knows them from the spec) rather than the figures.
+#[test]
+fn a_termination_message_with_long_outputs_stays_under_4_kib() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    copy_sample(&input, &CLASSES[..2], 2);
+    let mut output = dir.path().to_path_buf();
+    for level in 0..14 {
+        output.push(format!("{level}-a-folder-name-long-enough-to-matter-here"));
+    }
+    let summary_file = dir.path().join("termination-log");
+    let result = run_pipeline(
+        &input,
+        &output,
+        &[
+            "--components",
+            "2",
+            "--summary-file",
+            summary_file.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(result.status.code(), Some(0), "{}", stderr(&result));
+    let text = std::fs::read_to_string(&summary_file).unwrap();
+    assert!(text.len() <= 4000, "{} bytes", text.len());
+    let termination: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(termination["phase"], "run");
+    assert_eq!(termination["k"], 2);
+    assert!(termination.get("outputs").is_none(), "{text}");
+    assert!(termination.get("error").is_none(), "{text}");
 }
 
 #[test]

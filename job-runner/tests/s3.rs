@@ -112,7 +112,14 @@ fn a_bucket_and_a_folder_give_the_same_result() {
     assert!(stderr(&result).contains("s3://fruit/out/features_pca.csv"));
     let from_s3 = rows_relative_to(&bucket.join("out/features_pca.csv"), "s3://fruit/in/");
     assert_eq!(from_s3.len(), CLASSES.len() * 6);
-    for name in ["pca_model.json", "summary.json", "errors.csv"] {
+    for name in [
+        "pca_model.json",
+        "summary.json",
+        "errors.csv",
+        "scree.png",
+        "pc_scatter.png",
+        "report.html",
+    ] {
         assert!(bucket.join("out").join(name).is_file(), "{name} missing");
     }
 
@@ -156,7 +163,14 @@ fn throttling_and_server_errors_are_retried_and_change_nothing() {
         "only {} faults were injected",
         flaky.faults()
     );
-    for name in ["features_pca.csv", "pca_model.json", "errors.csv"] {
+    // The figures too: their sample depends on the photos alone, not on retries.
+    for name in [
+        "features_pca.csv",
+        "pca_model.json",
+        "errors.csv",
+        "scree.png",
+        "pc_scatter.png",
+    ] {
         let clean = std::fs::read(bucket.join("clean").join(name)).unwrap();
         let flaky = std::fs::read(bucket.join("flaky").join(name)).unwrap();
         assert!(clean == flaky, "{name} differs after retries");
