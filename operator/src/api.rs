@@ -3,7 +3,8 @@
 //! What the API server can check is in the schema (ranges, enums, required fields, CEL
 //! rules); what only the operator can check becomes a `Failed` phase with a condition.
 //!
-//! Changing a running pipeline: the fields that define the result (input, output,
+//! Changing a running pipeline: the fields that define the result (input, output and its
+//! formats,
 //! include, model, pca, s3, shardSize) are immutable, so a FruitPipeline always describes
 //! the run it reports; create a new one to change them (a new object gets a new UID, hence
 //! new Job names and a new work area). `parallelism` and `suspend` may change at any time:
@@ -64,11 +65,9 @@ pub struct FruitPipelineSpec {
     #[schemars(length(max = 2048))]
     pub input: String,
 
-    /// Where features_pca.csv, pca_model.json, summary.json and errors.csv go: an s3:// prefix.
-    #[x_kube(validation = Rule::new("self.startsWith('s3://') && size(self) > 5").message("must be an s3://bucket/prefix URI"))]
+    /// Where the results go, and in which formats.
     #[x_kube(validation = Rule::new("self == oldSelf").message("is immutable; create a new FruitPipeline to change it"))]
-    #[schemars(length(max = 2048))]
-    pub output: String,
+    pub output: OutputSpec,
 
     /// Only photos whose path under `input` matches this glob (e.g. `Training/**`); empty
     /// means every photo.
@@ -115,6 +114,107 @@ pub struct FruitPipelineSpec {
     /// while running.
     #[serde(default)]
     pub suspend: bool,
+}
+
+/// Where the results go: `features_pca.csv`, `pca_model.json`, `summary.json`,
+/// `errors.csv`, `report.html`, `scree.png`, `pc_scatter.png`, and with `parquet`
+/// the dataset `features_pca.parquet/` (one part per shard).
+///
+/// Objects written before this was an object hold `output` as a plain URI string; they
+/// still read (see [`OutputSpec`]'s `Deserialize`), new ones must use the object.
+#[derive(KubeSchema, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct OutputSpec {
+    /// An s3:// prefix.
+    #[x_kube(validation = Rule::new("self.startsWith('s3://') && size(self) > 5").message("must be an s3://bucket/prefix URI"))]
+    #[schemars(length(max = 2048))]
+    pub uri: String,
+
+    /// Formats of the principal components: `csv` (always written: identify and serve read
+    /// it) and optionally `parquet`.
+    #[serde(default = "default_formats")]
+    #[schemars(length(min = 1, max = 2), extend("x-kubernetes-list-type" = "set"))]
+    #[x_kube(validation = Rule::new("'csv' in self").message("must include csv: `fruitpipe identify` and `serve` read features_pca.csv"))]
+    pub formats: Vec<OutputFormat>,
+}
+
+impl OutputSpec {
+    pub fn parquet(&self) -> bool {
+        self.formats.contains(&OutputFormat::Parquet)
+    }
+
+    /// The runner's `--format` value.
+    pub fn format_flag(&self) -> String {
+        let mut names: Vec<&str> = self.formats.iter().map(|format| format.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        names.join(",")
+    }
+}
+
+/// `output` as stored: the object, or the URI alone (FruitPipelines created before
+/// `formats` existed), which means CSV only.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum StoredOutput {
+    Uri(String),
+    #[serde(rename_all = "camelCase")]
+    Spec {
+        uri: String,
+        #[serde(default = "default_formats")]
+        formats: Vec<OutputFormat>,
+    },
+}
+
+impl<'de> Deserialize<'de> for OutputSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Ok(match StoredOutput::deserialize(deserializer)? {
+            StoredOutput::Uri(uri) => OutputSpec {
+                uri,
+                formats: default_formats(),
+            },
+            StoredOutput::Spec { uri, formats } => OutputSpec { uri, formats },
+        })
+    }
+}
+
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputFormat {
+    Csv,
+    Parquet,
+}
+
+impl OutputFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutputFormat::Csv => "csv",
+            OutputFormat::Parquet => "parquet",
+        }
+    }
+}
+
+fn default_formats() -> Vec<OutputFormat> {
+    vec![OutputFormat::Csv]
+}
+
+impl Outputs {
+    /// The URIs a run into `output` writes: the runner's file names (job-runner's
+    /// `output.rs`), for a termination message that had no room for them.
+    pub fn under(output: &OutputSpec) -> Outputs {
+        let base = output.uri.trim_end_matches('/');
+        let at = |name: &str| format!("{base}/{name}");
+        Outputs {
+            features: at("features_pca.csv"),
+            model: at("pca_model.json"),
+            summary: at("summary.json"),
+            errors: at("errors.csv"),
+            report: Some(at("report.html")),
+            scree: Some(at("scree.png")),
+            scatter: Some(at("pc_scatter.png")),
+            parquet: output.parquet().then(|| at("features_pca.parquet")),
+        }
+    }
 }
 
 /// The ONNX model that turns a photo into a feature vector.
@@ -415,4 +515,14 @@ pub struct Outputs {
     pub model: String,
     pub summary: String,
     pub errors: String,
+    /// `report.html`: the run on one page, figures inline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scree: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scatter: Option<String>,
+    /// The Parquet dataset `features_pca.parquet/`, with `output.formats` holding parquet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parquet: Option<String>,
 }

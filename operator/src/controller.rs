@@ -20,7 +20,7 @@ use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 
-use crate::api::{FruitPipeline, FruitPipelineStatus, ImageCounts, Phase};
+use crate::api::{FruitPipeline, FruitPipelineStatus, ImageCounts, OutputFormat, Outputs, Phase};
 use crate::jobs::{self, LABEL_CONTROLLER_UID, LABEL_RUN, LABEL_STAGE, Run, RunnerDefaults, Stage};
 use crate::metrics::Metrics;
 use crate::status::{self, JobState, Outcome, job_state, set_condition};
@@ -106,7 +106,7 @@ pub struct Decision {
 /// Checks only the operator can make; the schema already checked the rest.
 pub fn validate(pipeline: &FruitPipeline) -> Result<(), String> {
     let spec = &pipeline.spec;
-    for (field, uri) in [("input", &spec.input), ("output", &spec.output)] {
+    for (field, uri) in [("input", &spec.input), ("output.uri", &spec.output.uri)] {
         let bucket = uri
             .strip_prefix("s3://")
             .map(|rest| rest.split('/').next().unwrap_or(""));
@@ -116,10 +116,15 @@ pub fn validate(pipeline: &FruitPipeline) -> Result<(), String> {
             ));
         }
     }
-    let output = spec.output.trim_end_matches('/');
+    let output = spec.output.uri.trim_end_matches('/');
     let input = spec.input.trim_end_matches('/');
     if output == input {
-        return Err("spec.output must differ from spec.input".into());
+        return Err("spec.output.uri must differ from spec.input".into());
+    }
+    if !spec.output.formats.contains(&OutputFormat::Csv) {
+        return Err(
+            "spec.output.formats must include csv: `fruitpipe identify` and `serve` read features_pca.csv".into(),
+        );
     }
     if !spec.model.uri.starts_with("s3://") && !spec.model.uri.starts_with('/') {
         return Err(format!(
@@ -410,7 +415,15 @@ fn record_stage(
                 now,
             );
         }
-        Stage::Assemble => return record_success(status, &result, generation, now),
+        Stage::Assemble => {
+            // A runner drops `outputs` from a termination message that would pass 4 KiB
+            // (long URIs); the names are fixed, so they are known from the spec.
+            let mut result = result;
+            if result.outputs.is_none() {
+                result.outputs = Some(Outputs::under(&pipeline.spec.output));
+            }
+            return record_success(status, &result, generation, now);
+        }
     }
     Ok(())
 }

@@ -133,7 +133,10 @@ pub fn job_name(run: &str, stage: Stage) -> String {
 
 /// The run's work area under the output prefix.
 pub fn work_uri(pipeline: &FruitPipeline, run: &str) -> String {
-    format!("{}/_work/{run}", pipeline.spec.output.trim_end_matches('/'))
+    format!(
+        "{}/_work/{run}",
+        pipeline.spec.output.uri.trim_end_matches('/')
+    )
 }
 
 fn preset_flag(preset: Preset) -> &'static str {
@@ -170,10 +173,11 @@ pub fn runner_args(pipeline: &FruitPipeline, run: &Run, stage: Stage) -> Vec<Str
         }
         Stage::Project => {}
         Stage::Assemble => {
-            args.extend(["--output".into(), spec.output.clone()]);
+            args.extend(["--output".into(), spec.output.uri.clone()]);
         }
         Stage::Fit => {
-            args.extend(["--output".into(), spec.output.clone()]);
+            args.extend(["--output".into(), spec.output.uri.clone()]);
+            args.extend(["--format".into(), spec.output.format_flag()]);
             match (spec.pca.components, spec.pca.variance) {
                 (Some(k), _) => args.extend(["--components".into(), k.to_string()]),
                 (None, Some(variance)) => args.extend(["--variance".into(), variance.to_string()]),

@@ -130,7 +130,7 @@ mod tests {
             "metadata": { "name": name, "namespace": "fruit" },
             "spec": {
                 "input": "s3://fruit/in",
-                "output": "s3://fruit/out",
+                "output": { "uri": "s3://fruit/out" },
                 "model": { "uri": "s3://fruit/model.onnx" }
             }
         }))

@@ -1,6 +1,6 @@
 //! The CRD and the example: what users apply must match what the code expects.
 
-use fruitpipe_operator::api::{FruitPipeline, Preset};
+use fruitpipe_operator::api::{FruitPipeline, OutputFormat, Preset};
 use kube::CustomResourceExt;
 
 fn repo_file(path: &str) -> String {
@@ -72,6 +72,20 @@ fn the_schema_is_structural() {
         spec["properties"]["parallelism"]["minimum"].as_f64(),
         Some(1.0)
     );
+    let output = &spec["properties"]["output"];
+    assert_eq!(output["required"], serde_json::json!(["uri"]));
+    let formats = &output["properties"]["formats"];
+    assert_eq!(
+        formats["items"]["enum"],
+        serde_json::json!(["csv", "parquet"])
+    );
+    assert_eq!(formats["x-kubernetes-list-type"], "set");
+    assert_eq!(formats["default"], serde_json::json!(["csv"]));
+    let format_rules = serde_json::to_string(&formats["x-kubernetes-validations"]).unwrap();
+    assert!(format_rules.contains("'csv' in self"), "{format_rules}");
+    let uri_rules =
+        serde_json::to_string(&output["properties"]["uri"]["x-kubernetes-validations"]).unwrap();
+    assert!(uri_rules.contains("startsWith('s3://')"), "{uri_rules}");
     let rules =
         serde_json::to_string(&spec["properties"]["pca"]["x-kubernetes-validations"]).unwrap();
     assert!(
@@ -112,6 +126,11 @@ fn the_example_is_a_valid_pipeline() {
         .expect("the example has a Secret and a FruitPipeline");
     let pipeline: FruitPipeline = serde_saphyr::from_str(pipeline_doc).unwrap();
     assert_eq!(pipeline.spec.input, "s3://fruits/fruits360-sample");
+    assert_eq!(pipeline.spec.output.uri, "s3://fruits/pca/fruits-360");
+    assert!(
+        pipeline.spec.output.parquet(),
+        "the example asks for Parquet"
+    );
     assert_eq!(pipeline.spec.model.preset, Preset::Lite);
     assert_eq!(pipeline.spec.pca.variance, Some(0.95));
     assert_eq!(
@@ -122,12 +141,47 @@ fn the_example_is_a_valid_pipeline() {
 }
 
 #[test]
+fn a_pipeline_stored_with_output_as_a_uri_still_reads_as_csv_only() {
+    // FruitPipelines created before `output.formats` existed hold the URI alone.
+    let pipeline: FruitPipeline = serde_json::from_value(serde_json::json!({
+        "apiVersion": "fruitpipe.dev/v1alpha1",
+        "kind": "FruitPipeline",
+        "metadata": { "name": "older" },
+        "spec": { "input": "s3://b/in", "output": "s3://b/out", "model": { "uri": "s3://b/m.onnx" } }
+    }))
+    .unwrap();
+    assert_eq!(pipeline.spec.output.uri, "s3://b/out");
+    assert_eq!(pipeline.spec.output.formats, [OutputFormat::Csv]);
+    assert!(fruitpipe_operator::controller::validate(&pipeline).is_ok());
+    // Written back, it is the object the schema asks for.
+    let written = serde_json::to_value(&pipeline.spec.output).unwrap();
+    assert_eq!(
+        written,
+        serde_json::json!({ "uri": "s3://b/out", "formats": ["csv"] })
+    );
+}
+
+#[test]
+fn formats_without_csv_are_refused_by_the_operator_too() {
+    let pipeline: FruitPipeline = serde_json::from_value(serde_json::json!({
+        "apiVersion": "fruitpipe.dev/v1alpha1",
+        "kind": "FruitPipeline",
+        "metadata": { "name": "parquet-only" },
+        "spec": { "input": "s3://b/in", "output": { "uri": "s3://b/out", "formats": ["parquet"] },
+                  "model": { "uri": "s3://b/m.onnx" } }
+    }))
+    .unwrap();
+    let refused = fruitpipe_operator::controller::validate(&pipeline).unwrap_err();
+    assert!(refused.contains("must include csv"), "{refused}");
+}
+
+#[test]
 fn a_minimal_pipeline_gets_the_documented_defaults() {
     let pipeline: FruitPipeline = serde_json::from_value(serde_json::json!({
         "apiVersion": "fruitpipe.dev/v1alpha1",
         "kind": "FruitPipeline",
         "metadata": { "name": "minimal" },
-        "spec": { "input": "s3://b/in", "output": "s3://b/out", "model": { "uri": "s3://b/m.onnx" } }
+        "spec": { "input": "s3://b/in", "output": { "uri": "s3://b/out" }, "model": { "uri": "s3://b/m.onnx" } }
     }))
     .unwrap();
     let spec = &pipeline.spec;

@@ -197,7 +197,7 @@ fn stage_arguments_carry_the_spec() {
     assert_eq!(
         args(Stage::Fit),
         format!(
-            "fit {work} --output s3://fruits/pca/fruits-360 --variance 0.95 --summary-file /dev/termination-log"
+            "fit {work} --output s3://fruits/pca/fruits-360 --format csv --variance 0.95 --summary-file /dev/termination-log"
         )
     );
     assert!(
@@ -218,6 +218,18 @@ fn stage_arguments_carry_the_spec() {
     assert!(
         fit_args.contains("--components 64 --no-whiten"),
         "{fit_args}"
+    );
+    let mut parquet = example_spec();
+    parquet["output"]["formats"] = serde_json::json!(["parquet", "csv"]);
+    let fit = render(&common::pipeline(parquet), &run(), Stage::Fit, &defaults());
+    let fit_args = fit.spec.unwrap().template.spec.unwrap().containers[0]
+        .args
+        .clone()
+        .unwrap()
+        .join(" ");
+    assert!(
+        fit_args.contains("--output s3://fruits/pca/fruits-360 --format csv,parquet "),
+        "output.formats reaches the fit pod: {fit_args}"
     );
     assert!(
         !args(Stage::Fit).contains("whiten"),

@@ -782,6 +782,50 @@ async fn a_finished_fit_reports_k_variance_and_outputs() {
     .await;
 }
 
+/// A runner leaves `outputs` out of a termination message that would pass 4 KiB; the
+/// status still lists them, from the spec.
+#[tokio::test]
+async fn an_assemble_without_room_for_its_outputs_still_lists_them() {
+    let mut spec = example_spec();
+    spec["output"]["formats"] = json!(["csv", "parquet"]);
+    let pipeline = with_status(
+        pipeline(spec),
+        Phase::Assembling,
+        1,
+        &[Stage::Plan, Stage::Extract, Stage::Fit, Stage::Project],
+    );
+    let assemble = job(&pipeline, Stage::Assemble, 1, complete());
+    let pods = [pod(
+        &assemble,
+        None,
+        0,
+        json!({ "phase": "assemble", "images": 10, "skipped": 0, "k": 7, "explainedVariance": 0.951 }),
+    )];
+    let seen = pipeline.clone();
+    reconcile_with(pipeline, |mut api| async move {
+        api.list_jobs(vec![assemble]).await;
+        api.list_pods(&pods).await;
+        let status = api.patch_status(&seen).await;
+        assert_eq!(status["phase"], "Succeeded");
+        let base = "s3://fruits/pca/fruits-360";
+        assert_eq!(
+            status["outputs"],
+            json!({
+                "features": format!("{base}/features_pca.csv"),
+                "model": format!("{base}/pca_model.json"),
+                "summary": format!("{base}/summary.json"),
+                "errors": format!("{base}/errors.csv"),
+                "report": format!("{base}/report.html"),
+                "scree": format!("{base}/scree.png"),
+                "scatter": format!("{base}/pc_scatter.png"),
+                "parquet": format!("{base}/features_pca.parquet"),
+            })
+        );
+        api.event().await;
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn an_invalid_spec_fails_with_a_condition_that_says_what_to_fix() {
     let mut spec = example_spec();

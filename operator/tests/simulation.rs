@@ -60,7 +60,7 @@ fn s3_with_photos(root: &Path) -> S3Server {
 fn pipeline_for(server: &S3Server, model: &str) -> FruitPipeline {
     common::pipeline(json!({
         "input": "s3://fruits/in",
-        "output": "s3://fruits/out",
+        "output": { "uri": "s3://fruits/out" },
         "model": { "uri": model, "size": 100 },
         "shardSize": 8,
         "parallelism": 2,
@@ -93,9 +93,16 @@ async fn happy_path_ends_succeeded_with_the_right_csv() {
     );
     assert_eq!((status.images.processed, status.images.skipped), (30, 0));
     assert_eq!(status.k, Some(5));
+    let outputs = status.outputs.unwrap();
+    assert_eq!(outputs.features, "s3://fruits/out/features_pca.csv");
     assert_eq!(
-        status.outputs.unwrap().features,
-        "s3://fruits/out/features_pca.csv"
+        outputs.report.as_deref(),
+        Some("s3://fruits/out/report.html"),
+        "the status lists the report with the other outputs"
+    );
+    assert_eq!(
+        outputs.parquet, None,
+        "CSV only unless output.formats says parquet"
     );
 
     let rows = csv_rows(&server);
@@ -655,7 +662,7 @@ async fn suspend_holds_every_stage_and_resume_finishes_the_run() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_2000_shard_run_reads_each_pod_at_most_once() {
     let mut pipeline = common::pipeline(json!({
-        "input": "s3://fruits/in", "output": "s3://fruits/out",
+        "input": "s3://fruits/in", "output": { "uri": "s3://fruits/out" },
         "model": { "uri": "s3://fruits/models/features.onnx" },
         "shardSize": 2000, "parallelism": 50,
         "s3": { "credentialsSecret": SECRET }

@@ -82,6 +82,18 @@ echo "features_pca.csv: $rows rows, $columns columns"
 [ "$columns" -eq 18 ] || { echo "e2e: expected path,label,pc_1..pc_16" >&2; exit 1; }
 [ "$(head -1 "$staging/features_pca.csv" | cut -d, -f1-3)" = "path,label,pc_1" ] || exit 1
 
+step "check the report, the figures and the Parquet parts (output.formats: [csv, parquet])"
+report=$(kubectl -n "$namespace" get fruitpipeline fruits-360 -o jsonpath='{.status.outputs.report}')
+parquet=$(kubectl -n "$namespace" get fruitpipeline fruits-360 -o jsonpath='{.status.outputs.parquet}')
+[ "$report" = s3://fruits/pca/fruits-360/report.html ] || { echo "e2e: status.outputs.report is '$report'" >&2; exit 1; }
+[ "$parquet" = s3://fruits/pca/fruits-360/features_pca.parquet ] || { echo "e2e: status.outputs.parquet is '$parquet'" >&2; exit 1; }
+kubectl cp "$namespace/$s3_pod:/data/fruits/pca/fruits-360/report.html" "$staging/report.html"
+[ "$(grep -c 'data:image/png;base64,' "$staging/report.html")" -eq 2 ] || { echo "e2e: report.html lacks its two figures" >&2; exit 1; }
+for figure in scree.png pc_scatter.png features_pca.parquet/part-00000.parquet; do
+  kubectl -n "$namespace" exec "$s3_pod" -- test -s "/data/fruits/pca/fruits-360/$figure" \
+    || { echo "e2e: $figure is missing" >&2; exit 1; }
+done
+
 step "serve the pipeline's output: the identify Deployment of the chart"
 helm upgrade fruitpipe charts/fruitpipe --namespace fruitpipe-system --reuse-values \
   --set identify.enabled=true --set identify.from=s3://fruits/pca/fruits-360 \

@@ -28,7 +28,7 @@ pub fn pipeline(spec: serde_json::Value) -> FruitPipeline {
 pub fn example_spec() -> serde_json::Value {
     serde_json::json!({
         "input": "s3://fruits/fruits360-sample",
-        "output": "s3://fruits/pca/fruits-360",
+        "output": { "uri": "s3://fruits/pca/fruits-360" },
         "model": { "uri": "s3://fruits/models/efficientnet_lite0_features.onnx", "size": 224 },
         "shardSize": 500,
         "parallelism": 4,
