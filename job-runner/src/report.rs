@@ -88,9 +88,7 @@ impl Report<'_> {
                 format!("{:.1} photos/s per pod", s.images_per_second),
             ),
         ];
-        for (name, value) in rows {
-            let _ = writeln!(page, "<tr><th>{name}</th><td>{}</td></tr>", escape(&value));
-        }
+        fact_rows(page, rows);
         page.push_str("</table>\n<h3>Time per phase</h3><table class=\"phases\">\n");
         page.push_str("<tr><th>phase</th><th>seconds</th></tr>\n");
         let t = &s.seconds;
@@ -173,9 +171,7 @@ impl Report<'_> {
             ("Features", model.dim.to_string()),
             ("Preprocessing", preprocessing(&model.preprocessing)),
         ];
-        for (name, value) in rows {
-            let _ = writeln!(page, "<tr><th>{name}</th><td>{}</td></tr>", escape(&value));
-        }
+        fact_rows(page, rows);
         page.push_str("</table></section>\n");
     }
 
@@ -195,6 +191,13 @@ impl Report<'_> {
             let _ = writeln!(page, "<li>{what}: <code>{}</code></li>", escape(uri));
         }
         page.push_str("</ul></section>\n");
+    }
+}
+
+/// `<tr><th>name</th><td>value</td></tr>` rows; the values are escaped.
+fn fact_rows<const N: usize>(page: &mut String, rows: [(&str, String); N]) {
+    for (name, value) in rows {
+        let _ = writeln!(page, "<tr><th>{name}</th><td>{}</td></tr>", escape(&value));
     }
 }
 

@@ -207,26 +207,24 @@ fn stage_arguments_carry_the_spec() {
     let mut no_pca = example_spec();
     no_pca.as_object_mut().unwrap().remove("pca");
     assert!(common::pipeline(no_pca).spec.pca.whiten);
+    let fit_args_of = |spec| {
+        let fit = render(&common::pipeline(spec), &run(), Stage::Fit, &defaults());
+        fit.spec.unwrap().template.spec.unwrap().containers[0]
+            .args
+            .clone()
+            .unwrap()
+            .join(" ")
+    };
     let mut plain = example_spec();
     plain["pca"] = serde_json::json!({ "components": 64, "whiten": false });
-    let fit = render(&common::pipeline(plain), &run(), Stage::Fit, &defaults());
-    let fit_args = fit.spec.unwrap().template.spec.unwrap().containers[0]
-        .args
-        .clone()
-        .unwrap()
-        .join(" ");
+    let fit_args = fit_args_of(plain);
     assert!(
         fit_args.contains("--components 64 --no-whiten"),
         "{fit_args}"
     );
     let mut parquet = example_spec();
     parquet["output"]["formats"] = serde_json::json!(["parquet", "csv"]);
-    let fit = render(&common::pipeline(parquet), &run(), Stage::Fit, &defaults());
-    let fit_args = fit.spec.unwrap().template.spec.unwrap().containers[0]
-        .args
-        .clone()
-        .unwrap()
-        .join(" ");
+    let fit_args = fit_args_of(parquet);
     assert!(
         fit_args.contains("--output s3://fruits/pca/fruits-360 --format csv,parquet "),
         "output.formats reaches the fit pod: {fit_args}"
