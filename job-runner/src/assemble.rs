@@ -12,14 +12,12 @@ use futures::{StreamExt, TryStreamExt};
 
 use crate::error::{Error, Result};
 use crate::fit::read_fit;
-use crate::output::{
-    ERRORS_CSV, FEATURES_CSV, REPORT_HTML, SCATTER_PNG, SCREE_PNG, SUMMARY_JSON, Summary,
-};
+use crate::output::{FEATURES_CSV, REPORT_HTML, SCATTER_PNG, SCREE_PNG, SUMMARY_JSON, Summary};
 use crate::plots::{self, ScatterPoint};
-use crate::report::{Report, SKIPPED_SHOWN};
+use crate::report::Report;
 use crate::storage::compose::ComposeLimits;
 use crate::storage::{Location, Storage};
-use crate::work::{FitRecord, ProjectedReport, Skipped, WorkDir};
+use crate::work::{FitRecord, ProjectedReport, WorkDir};
 
 /// Part reports read at once: thousands of small objects, each one request.
 const CONCURRENT_READS: usize = 32;
@@ -107,12 +105,11 @@ async fn write_report(
     let scree =
         plots::scree_png(&record.spectrum, summary.k, record.threshold).map_err(drawing_failed)?;
     let scatter = plots::scatter_png(sample, summary.k).map_err(drawing_failed)?;
-    let skipped = read_first_skipped(storage, output).await?;
     let page = Report {
         summary,
         feature_model: record.feature_model.as_ref(),
         threshold: record.threshold,
-        skipped: &skipped,
+        skipped: &record.first_skipped,
         scree_png: &scree,
         scatter_png: &scatter,
         sampled: sample.len(),
@@ -129,22 +126,6 @@ async fn write_report(
         .await?;
     tracing::info!(report = %output.join(REPORT_HTML), "wrote the report");
     Ok(())
-}
-
-/// The first rows of `errors.csv` (which `fit` wrote), for the report.
-async fn read_first_skipped(storage: &Storage, output: &Location) -> Result<Vec<Skipped>> {
-    let place = output.join(ERRORS_CSV);
-    let bytes = storage.get(&place).await?;
-    let mut reader = csv::Reader::from_reader(bytes.as_ref());
-    reader
-        .deserialize()
-        .take(SKIPPED_SHOWN)
-        .collect::<std::result::Result<_, _>>()
-        .map_err(|err| {
-            Error::Work(format!(
-                "{place} is not the errors.csv fruitpipe writes ({err}); run `fruitpipe fit` again"
-            ))
-        })
 }
 
 async fn read_report(storage: &Storage, work: &WorkDir, shard: usize) -> Result<ProjectedReport> {

@@ -16,6 +16,7 @@ use crate::output::{
 };
 use crate::pca::{self, Components};
 use crate::plan::read_plan;
+use crate::report::SKIPPED_SHOWN;
 use crate::stats::Moments;
 use crate::storage::{Location, Storage};
 use crate::work::{FitRecord, Partial, Skipped, WorkDir, check_plan};
@@ -94,6 +95,7 @@ pub async fn fit(
             Components::Count(_) => None,
         },
         feature_model: Some(model_file.feature_model.clone()),
+        first_skipped: merged.skipped[..merged.skipped.len().min(SKIPPED_SHOWN)].to_vec(),
         summary: Summary {
             input: plan.input,
             output: output.to_string(),

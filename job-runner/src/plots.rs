@@ -69,26 +69,33 @@ pub fn choose_sample(mut candidates: Vec<ScatterPoint>) -> Vec<ScatterPoint> {
 /// share, with the kept `k` and, when `k` was chosen by it, the variance threshold.
 /// `ratios` holds every component's share, largest first.
 pub fn scree_png(ratios: &[f64], k: usize, threshold: Option<f64>) -> Result<Vec<u8>, PlotError> {
-    let failed = |detail: String| PlotError {
-        figure: "scree.png",
-        detail,
-    };
-    draw_png(SCREE_SIZE, |area| draw_scree(area, ratios, k, threshold))
-        .map_err(|err| failed(err.to_string()))
+    draw_png("scree.png", SCREE_SIZE, |area| {
+        draw_scree(area, ratios, k, threshold)
+    })
 }
 
 /// `pc_scatter.png`: PC1 against PC2, a colour for each of the most frequent labels.
 pub fn scatter_png(points: &[ScatterPoint], k: usize) -> Result<Vec<u8>, PlotError> {
-    draw_png(SCATTER_SIZE, |area| draw_scatter(area, points, k)).map_err(|err| PlotError {
-        figure: "pc_scatter.png",
-        detail: err.to_string(),
+    draw_png("pc_scatter.png", SCATTER_SIZE, |area| {
+        draw_scatter(area, points, k)
     })
 }
 
 type Area<'a> = DrawingArea<BitMapBackend<'a>, Shift>;
 type DrawResult = Result<(), Box<dyn std::error::Error + 'static>>;
 
-fn draw_png(size: (u32, u32), draw: impl FnOnce(&Area) -> DrawResult) -> Result<Vec<u8>, String> {
+fn draw_png(
+    figure: &'static str,
+    size: (u32, u32),
+    draw: impl FnOnce(&Area) -> DrawResult,
+) -> Result<Vec<u8>, PlotError> {
+    encode_figure(size, draw).map_err(|detail| PlotError { figure, detail })
+}
+
+fn encode_figure(
+    size: (u32, u32),
+    draw: impl FnOnce(&Area) -> DrawResult,
+) -> Result<Vec<u8>, String> {
     register_font();
     let mut pixels = vec![255u8; size.0 as usize * size.1 as usize * 3];
     {

@@ -134,7 +134,7 @@ impl Report<'_> {
             return;
         }
         page.push_str("<table class=\"skipped\"><tr><th>path</th><th>reason</th></tr>\n");
-        for item in self.skipped.iter().take(SKIPPED_SHOWN) {
+        for item in self.skipped {
             let _ = writeln!(
                 page,
                 "<tr><td><code>{}</code></td><td>{}</td></tr>",
@@ -143,7 +143,7 @@ impl Report<'_> {
             );
         }
         page.push_str("</table>\n");
-        let shown = self.skipped.len().min(SKIPPED_SHOWN) as u64;
+        let shown = self.skipped.len() as u64;
         if self.summary.images_skipped > shown {
             let _ = writeln!(
                 page,

@@ -130,6 +130,10 @@ pub struct FitRecord {
     /// The feature model and its preprocessing, for the report.
     #[serde(default)]
     pub feature_model: Option<ModelInfo>,
+    /// The first skipped inputs (at most [`crate::report::SKIPPED_SHOWN`]), for the report:
+    /// `errors.csv` has them all.
+    #[serde(default)]
+    pub first_skipped: Vec<Skipped>,
     /// The summary as `fit` knows it; `assemble` adds its own figures and writes it.
     pub summary: Summary,
 }
